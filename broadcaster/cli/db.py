@@ -1,0 +1,31 @@
+"""`broadcaster db upgrade|check|current`."""
+
+from __future__ import annotations
+
+import typer
+
+from broadcaster import migrate
+from broadcaster.cli.context import CliContext
+from broadcaster.db import check_connection
+
+app = typer.Typer(help="Create and migrate the job tables (Alembic).", no_args_is_help=True)
+
+
+@app.command()
+def upgrade(ctx: typer.Context, revision: str = typer.Argument("head")) -> None:
+    """Create or migrate the tables to the newest schema (safe to run again)."""
+    cli: CliContext = ctx.obj
+    engine = cli.store.engine
+    check_connection(engine)
+    migrate.upgrade(engine, revision)
+    cli.console.print(f"database at revision {migrate.current_revision(engine)}")
+
+
+@app.command()
+def current(ctx: typer.Context) -> None:
+    """Print the schema revision of the database and of the code."""
+    cli: CliContext = ctx.obj
+    check_connection(cli.store.engine)
+    cli.console.print(
+        f"database: {migrate.current_revision(cli.store.engine)}  code: {migrate.head_revision()}"
+    )

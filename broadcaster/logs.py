@@ -1,0 +1,76 @@
+"""structlog setup: JSON lines with the bound job and corp, and nothing secret in them.
+
+The access token travels in the vendor URL's query string, so redaction works on values,
+not only on key names: any `access_token=…` in any string is masked, and so is the
+configured secret wherever it appears.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+SECRET_KEYS = re.compile(r"secret|token|password|authorization", re.IGNORECASE)
+TOKEN_IN_TEXT = re.compile(r"(access_token=)[^&\s'\"]+", re.IGNORECASE)
+PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)")
+
+_known_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask this exact value in every later log line (the Weiban secret, a token)."""
+    if value and len(value) >= 6:
+        _known_secrets.add(value)
+
+
+def redact_text(text: str) -> str:
+    text = TOKEN_IN_TEXT.sub(r"\1***", text)
+    text = PASSWORD_IN_URL.sub(r"\1***\2", text)
+    for secret in _known_secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _redact(value: Any, key: str = "") -> Any:
+    if SECRET_KEYS.search(key) and value is not None and not isinstance(value, bool | int):
+        return "***"
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(item) for item in value]
+    return value
+
+
+def redact_processor(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    return {key: _redact(value, key) for key, value in event_dict.items()}
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Idempotent; called once by each entry point, never at import time."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+log = structlog.get_logger("broadcaster")

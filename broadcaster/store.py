@@ -1,0 +1,375 @@
+"""JobStore: the one seam between broadcaster and its database.
+
+Each method is named by intent (claim the due rows, start sending one, recover lost
+leases) and does its work in one short transaction. SQLite and PostgreSQL run the same
+statements: `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) … RETURNING`, where
+SQLite drops the locking clause and relies on `BEGIN IMMEDIATE` (see `db.py`) making it
+the only writer instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, Row, and_, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+
+from broadcaster.db import first_line, is_sqlite
+from broadcaster.errors import BroadcasterError, JobNotFound, JobStoreError, StateConflict
+from broadcaster.payload import parse_payload
+from broadcaster.schema import attempts, due_at, jobs
+from broadcaster.status import CANCELLABLE_STATUSES, JobStatus
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A row the scheduler moved to `queued`, ready to hand to the broker."""
+
+    id: int
+    corp_id: str
+    priority: int
+    due_at: datetime
+
+
+@dataclass
+class ClaimResult:
+    claimed: list[ClaimedJob] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    expired: list[int] = field(default_factory=list)
+
+
+@dataclass
+class InsertResult:
+    inserted_ids: list[int]
+    duplicate_keys: list[str]
+
+
+@dataclass
+class RecoveryResult:
+    requeued: list[ClaimedJob]
+    unknown: list[int]
+    expired: int
+
+
+class JobStore:
+    """Every read and write of `broadcast_jobs` and `broadcast_attempts`."""
+
+    def __init__(self, engine: Engine, *, default_corp: str | None = None) -> None:
+        self.engine = engine
+        self.default_corp = default_corp
+
+    # ------------------------------------------------------------------ producers
+    def insert_jobs(self, rows: Sequence[dict[str, Any]]) -> InsertResult:
+        """Insert many rows in one statement; a `dedupe_key` already present (in the table
+        or earlier in `rows`) is skipped and reported, never an error."""
+        if not rows:
+            return InsertResult([], [])
+        dialect_insert = sqlite_insert if is_sqlite(self.engine) else pg_insert
+        statement = (
+            dialect_insert(jobs)
+            .on_conflict_do_nothing(index_elements=[jobs.c.dedupe_key])
+            .returning(jobs.c.id, jobs.c.dedupe_key, sort_by_parameter_order=True)
+        )
+        with self._begin() as connection:
+            returned = connection.execute(statement, list(rows)).all()
+        inserted_keys = {row.dedupe_key for row in returned}
+        duplicates = [
+            row["dedupe_key"]
+            for row in rows
+            if row.get("dedupe_key") is not None and row["dedupe_key"] not in inserted_keys
+        ]
+        return InsertResult([row.id for row in returned], duplicates)
+
+    def insert_job(self, row: dict[str, Any]) -> int | None:
+        """Insert one row; None when its dedupe_key already exists."""
+        result = self.insert_jobs([row])
+        return result.inserted_ids[0] if result.inserted_ids else None
+
+    # ------------------------------------------------------------------ scheduler
+    def claim_due(self, now: datetime, limit: int, lease_s: float) -> ClaimResult:
+        """Move up to `limit` due `scheduled` rows to `queued` with a lease, in one
+        transaction, so two schedulers never claim one row. Rows unfit to send are
+        finished here instead: a bad payload or missing corp ends `failed` with the
+        reason, a row past `expires_at` ends `expired`."""
+        picked = (
+            select(jobs.c.id)
+            .where(jobs.c.status == JobStatus.SCHEDULED, due_at <= now)
+            .order_by(jobs.c.priority.desc(), due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claim = (
+            update(jobs)
+            .where(jobs.c.id.in_(picked.scalar_subquery()), jobs.c.status == JobStatus.SCHEDULED)
+            .values(
+                status=JobStatus.QUEUED,
+                lease_until=now + timedelta(seconds=lease_s),
+                updated_at=now,
+            )
+            .returning(
+                jobs.c.id,
+                jobs.c.corp_id,
+                jobs.c.payload,
+                jobs.c.expires_at,
+                jobs.c.priority,
+                due_at.label("due_at"),
+            )
+        )
+        result = ClaimResult()
+        with self._begin() as connection:
+            for row in connection.execute(claim).all():
+                self._screen(row, now, result)
+            self._finish_unfit(connection, result, now)
+        result.claimed.sort(key=lambda job: (-job.priority, job.due_at, job.id))
+        return result
+
+    def _screen(self, row: Row[Any], now: datetime, result: ClaimResult) -> None:
+        """Sort one claimed row into claimed / failed / expired."""
+        if row.expires_at is not None and row.expires_at <= now:
+            result.expired.append(row.id)
+            return
+        corp = row.corp_id or self.default_corp
+        try:
+            if not corp:
+                raise JobStoreError(
+                    "corp_id is empty and no default corp is set; "
+                    "write corp_id in the row or set WEIBAN_CORP_ID"
+                )
+            parse_payload(row.payload)
+        except BroadcasterError as exc:
+            result.failed.append((row.id, str(exc)))
+            return
+        result.claimed.append(ClaimedJob(row.id, corp, row.priority, row.due_at))
+
+    def _finish_unfit(self, connection: Any, result: ClaimResult, now: datetime) -> None:
+        for job_id, reason in result.failed:
+            connection.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(
+                    status=JobStatus.FAILED, last_error=reason, lease_until=None, updated_at=now
+                )
+            )
+        if result.expired:
+            connection.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(result.expired))
+                .values(
+                    status=JobStatus.EXPIRED,
+                    lease_until=None,
+                    updated_at=now,
+                    last_error="expires_at passed before it could be sent",
+                )
+            )
+        claimed_without_corp = [job for job in result.claimed if job.corp_id == self.default_corp]
+        if claimed_without_corp:
+            connection.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id.in_([job.id for job in claimed_without_corp]),
+                    jobs.c.corp_id.is_(None),
+                )
+                .values(corp_id=self.default_corp)
+            )
+
+    def release(self, job_ids: Sequence[int], now: datetime) -> int:
+        """Hand claimed rows back to `scheduled` (their broker message never went out)."""
+        if not job_ids:
+            return 0
+        with self._begin() as connection:
+            return connection.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(list(job_ids)), jobs.c.status == JobStatus.QUEUED)
+                .values(status=JobStatus.SCHEDULED, lease_until=None, updated_at=now)
+            ).rowcount
+
+    def next_due_at(self) -> datetime | None:
+        """When the earliest `scheduled` row falls due (it may be in the past)."""
+        with self._begin() as connection:
+            return connection.execute(
+                select(func.min(due_at)).where(jobs.c.status == JobStatus.SCHEDULED)
+            ).scalar()
+
+    def count_queued(self) -> int:
+        with self._begin() as connection:
+            return connection.execute(
+                select(func.count()).where(jobs.c.status == JobStatus.QUEUED)
+            ).scalar_one()
+
+    def recover(self, now: datetime, queued_lease_s: float) -> RecoveryResult:
+        """The recovery sweep (DESIGN §4).
+
+        - `queued` past its lease: the broker message was lost; lease it again and return
+          it for re-enqueueing (the actor's compare-and-set makes a duplicate harmless).
+        - `sending` past its lease: a worker died mid-call; the vendor may have created the
+          message, so the job becomes `unknown` for an operator, never resent blindly.
+        - `scheduled` or `queued` past `expires_at`: `expired`.
+        """
+        with self._begin() as connection:
+            expired = connection.execute(
+                update(jobs)
+                .where(
+                    jobs.c.status.in_([JobStatus.SCHEDULED, JobStatus.QUEUED]),
+                    jobs.c.expires_at <= now,
+                )
+                .values(
+                    status=JobStatus.EXPIRED,
+                    lease_until=None,
+                    updated_at=now,
+                    last_error="expires_at passed before it could be sent",
+                )
+            ).rowcount
+            unknown = (
+                connection.execute(
+                    update(jobs)
+                    .where(jobs.c.status == JobStatus.SENDING, jobs.c.lease_until < now)
+                    .values(
+                        status=JobStatus.UNKNOWN,
+                        lease_until=None,
+                        updated_at=now,
+                        last_error="worker lost during the vendor call (lease expired); "
+                        "the message may exist at the vendor: resolve with "
+                        "`broadcaster jobs resolve`",
+                    )
+                    .returning(jobs.c.id)
+                )
+                .scalars()
+                .all()
+            )
+            requeued = connection.execute(
+                update(jobs)
+                .where(jobs.c.status == JobStatus.QUEUED, jobs.c.lease_until < now)
+                .values(lease_until=now + timedelta(seconds=queued_lease_s), updated_at=now)
+                .returning(jobs.c.id, jobs.c.corp_id, jobs.c.priority, due_at.label("due_at"))
+            ).all()
+        return RecoveryResult(
+            requeued=[
+                ClaimedJob(row.id, row.corp_id or self.default_corp or "", row.priority, row.due_at)
+                for row in requeued
+            ],
+            unknown=list(unknown),
+            expired=expired,
+        )
+
+    # ------------------------------------------------------------------ operators
+    def get(self, job_id: int) -> Row[Any]:
+        with self._begin() as connection:
+            row = connection.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        return row
+
+    def attempts_of(self, job_id: int) -> list[Row[Any]]:
+        with self._begin() as connection:
+            return list(
+                connection.execute(
+                    select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.id)
+                ).all()
+            )
+
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        campaign: str | None = None,
+        corp_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Row[Any]]:
+        query = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if status:
+            query = query.where(jobs.c.status == status)
+        if campaign:
+            query = query.where(jobs.c.campaign == campaign)
+        if corp_id:
+            query = query.where(jobs.c.corp_id == corp_id)
+        with self._begin() as connection:
+            return list(connection.execute(query).all())
+
+    def cancel(self, job_id: int, now: datetime) -> None:
+        """Cancel one job. A job already `sending` (or finished) cannot be, and says why."""
+        with self._begin() as connection:
+            done = connection.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status.in_(list(CANCELLABLE_STATUSES)))
+                .values(status=JobStatus.CANCELLED, lease_until=None, updated_at=now)
+            ).rowcount
+            if done:
+                return
+            status = connection.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+        if status is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        if status == JobStatus.SENDING:
+            raise StateConflict(
+                f"job {job_id} is sending: the vendor call may have started and cannot be "
+                "taken back; it will end sent, failed or unknown"
+            )
+        raise StateConflict(f"job {job_id} is already {status} and cannot be cancelled")
+
+    def cancel_campaign(self, campaign: str, now: datetime) -> tuple[int, int]:
+        """Cancel every cancellable job of a campaign; returns (cancelled, left sending)."""
+        with self._begin() as connection:
+            cancelled = connection.execute(
+                update(jobs)
+                .where(jobs.c.campaign == campaign, jobs.c.status.in_(list(CANCELLABLE_STATUSES)))
+                .values(status=JobStatus.CANCELLED, lease_until=None, updated_at=now)
+            ).rowcount
+            sending = connection.execute(
+                select(func.count()).where(
+                    and_(jobs.c.campaign == campaign, jobs.c.status == JobStatus.SENDING)
+                )
+            ).scalar_one()
+        return cancelled, sending
+
+    def status_counts(self) -> list[Row[Any]]:
+        """(corp_id, campaign, status, count) for every group present."""
+        query = (
+            select(jobs.c.corp_id, jobs.c.campaign, jobs.c.status, func.count().label("n"))
+            .group_by(jobs.c.corp_id, jobs.c.campaign, jobs.c.status)
+            .order_by(jobs.c.corp_id, jobs.c.campaign, jobs.c.status)
+        )
+        with self._begin() as connection:
+            return list(connection.execute(query).all())
+
+    def oldest_due(self, now: datetime) -> datetime | None:
+        """The due time of the oldest `scheduled` row already due: how far behind we are."""
+        with self._begin() as connection:
+            return connection.execute(
+                select(func.min(due_at)).where(jobs.c.status == JobStatus.SCHEDULED, due_at <= now)
+            ).scalar()
+
+    # ------------------------------------------------------------------ internals
+    def _begin(self) -> Any:
+        return _Transaction(self.engine)
+
+    def record_attempts(self, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            with self._begin() as connection:
+                connection.execute(insert(attempts), rows)
+
+
+class _Transaction:
+    """`engine.begin()` that turns driver errors into one-line `JobStoreError`s."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._context = engine.begin()
+
+    def __enter__(self) -> Any:
+        try:
+            return self._context.__enter__()
+        except SQLAlchemyError as exc:
+            raise JobStoreError(f"database unavailable: {first_line(exc)}") from exc
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        try:
+            self._context.__exit__(exc_type, exc, tb)
+        except SQLAlchemyError as error:
+            raise JobStoreError(f"database error: {first_line(error)}") from error
+        if isinstance(exc, SQLAlchemyError):
+            raise JobStoreError(f"database error: {first_line(exc)}") from exc
+        return False

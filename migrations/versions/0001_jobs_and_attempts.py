@@ -1,0 +1,173 @@
+"""broadcast_jobs and broadcast_attempts, with the producer-facing triggers.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-25
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from broadcaster.schema import STATUS_VALUES, utc_now
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+DUE = sa.text("coalesce(not_before, send_at)")
+SCHEDULED = sa.text("status = 'scheduled'")
+IN_FLIGHT = sa.text("status IN ('queued', 'sending')")
+
+# SQLite stores timestamps as text; comparisons are textual, so every value must have the
+# one shape SQLAlchemy writes. Producers may write '2026-12-01 01:00:00', an ISO 'T', or an
+# offset: the triggers refuse what SQLite cannot read and rewrite the rest to UTC text.
+CANONICAL = (
+    "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+    ".[0-9][0-9][0-9][0-9][0-9][0-9]"
+)
+
+
+def _sqlite_time_triggers(event: str) -> list[str]:
+    """BEFORE: refuse unreadable times; AFTER: rewrite readable ones to canonical UTC."""
+    of = " OF send_at, expires_at" if event == "UPDATE" else ""
+    name = event.lower()
+    check = f"""
+    CREATE TRIGGER broadcast_jobs_check_times_{name} BEFORE {event}{of} ON broadcast_jobs
+    BEGIN
+      SELECT RAISE(ABORT, 'send_at must be UTC text like 2026-12-01 01:00:00')
+      WHERE NEW.send_at IS NULL OR datetime(NEW.send_at) IS NULL;
+      SELECT RAISE(ABORT, 'expires_at must be UTC text like 2026-12-01 01:00:00')
+      WHERE NEW.expires_at IS NOT NULL AND datetime(NEW.expires_at) IS NULL;
+    END"""
+    normalise = f"""
+    CREATE TRIGGER broadcast_jobs_normalise_times_{name} AFTER {event}{of} ON broadcast_jobs
+    WHEN NEW.send_at NOT GLOB '{CANONICAL}'
+      OR (NEW.expires_at IS NOT NULL AND NEW.expires_at NOT GLOB '{CANONICAL}')
+    BEGIN
+      UPDATE broadcast_jobs SET
+        send_at = strftime('%Y-%m-%d %H:%M:%f', send_at) || '000',
+        expires_at = CASE WHEN expires_at IS NULL THEN NULL
+                     ELSE strftime('%Y-%m-%d %H:%M:%f', expires_at) || '000' END
+      WHERE id = NEW.id;
+    END"""
+    return [check, normalise]
+
+
+# PostgreSQL wakes the scheduler at once when a statement leaves a row `scheduled`
+# (a producer's INSERT, a retry's reschedule): one notification per statement.
+PG_NOTIFY = [
+    """
+    CREATE FUNCTION broadcast_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF EXISTS (SELECT 1 FROM new_rows WHERE status = 'scheduled') THEN
+        PERFORM pg_notify('broadcast_jobs_due', '');
+      END IF;
+      RETURN NULL;
+    END $$""",
+    """
+    CREATE TRIGGER broadcast_jobs_notify_insert AFTER INSERT ON broadcast_jobs
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION broadcast_jobs_notify()""",
+    """
+    CREATE TRIGGER broadcast_jobs_notify_update AFTER UPDATE ON broadcast_jobs
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION broadcast_jobs_notify()""",
+]
+
+
+def upgrade() -> None:
+    op.create_table(
+        "broadcast_jobs",
+        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        sa.Column(
+            "corp_id", sa.Text, nullable=True, comment="NULL: the default corp (WEIBAN_CORP_ID)"
+        ),
+        sa.Column("payload", sa.Text, nullable=False, comment="the vendor's request body, JSON"),
+        sa.Column("send_at", sa.DateTime, nullable=False, server_default=utc_now()),
+        sa.Column("dedupe_key", sa.Text, nullable=True),
+        sa.Column("campaign", sa.Text, nullable=True),
+        sa.Column("priority", sa.Integer, nullable=False, server_default=sa.text("0")),
+        sa.Column("expires_at", sa.DateTime, nullable=True),
+        sa.Column("max_attempts", sa.Integer, nullable=False, server_default=sa.text("5")),
+        sa.Column("status", sa.Text, nullable=False, server_default=sa.text("'scheduled'")),
+        sa.Column(
+            "not_before", sa.DateTime, nullable=True, comment="service's own retry/wait time"
+        ),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+        sa.Column("lease_until", sa.DateTime, nullable=True),
+        sa.Column("sent_at", sa.DateTime, nullable=True),
+        sa.Column("last_errcode", sa.Integer, nullable=True),
+        sa.Column("last_error", sa.Text, nullable=True),
+        sa.Column("created_at", sa.DateTime, nullable=False, server_default=utc_now()),
+        sa.Column("updated_at", sa.DateTime, nullable=False, server_default=utc_now()),
+        sa.CheckConstraint(f"status IN ({STATUS_VALUES})", name=op.f("ck_broadcast_jobs_status")),
+        sa.CheckConstraint("max_attempts >= 1", name=op.f("ck_broadcast_jobs_max_attempts")),
+        sa.PrimaryKeyConstraint("id", name="pk_broadcast_jobs"),
+        sa.UniqueConstraint("dedupe_key", name="uq_broadcast_jobs_dedupe_key"),
+    )
+    op.create_index(
+        "ix_broadcast_jobs_due",
+        "broadcast_jobs",
+        [DUE],
+        postgresql_where=SCHEDULED,
+        sqlite_where=SCHEDULED,
+    )
+    op.create_index(
+        "ix_broadcast_jobs_claim_order",
+        "broadcast_jobs",
+        [sa.text("priority DESC"), DUE],
+        postgresql_where=SCHEDULED,
+        sqlite_where=SCHEDULED,
+    )
+    op.create_index(
+        "ix_broadcast_jobs_lease",
+        "broadcast_jobs",
+        ["lease_until"],
+        postgresql_where=IN_FLIGHT,
+        sqlite_where=IN_FLIGHT,
+    )
+    op.create_index("ix_broadcast_jobs_campaign_status", "broadcast_jobs", ["campaign", "status"])
+    op.create_index("ix_broadcast_jobs_status", "broadcast_jobs", ["status"])
+
+    op.create_table(
+        "broadcast_attempts",
+        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        sa.Column("job_id", Id, nullable=False),
+        sa.Column("attempt_no", sa.Integer, nullable=False),
+        sa.Column("started_at", sa.DateTime, nullable=False),
+        sa.Column("duration_ms", sa.Integer, nullable=True),
+        sa.Column("outcome", sa.Text, nullable=False),
+        sa.Column("errcode", sa.Integer, nullable=True),
+        sa.Column("error", sa.Text, nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_broadcast_attempts"),
+        sa.ForeignKeyConstraint(
+            ["job_id"],
+            ["broadcast_jobs.id"],
+            ondelete="CASCADE",
+            name="fk_broadcast_attempts_job_id_broadcast_jobs",
+        ),
+    )
+    op.create_index("ix_broadcast_attempts_job_id", "broadcast_attempts", ["job_id"])
+
+    dialect = op.get_bind().dialect.name
+    statements = (
+        PG_NOTIFY
+        if dialect == "postgresql"
+        else [
+            *_sqlite_time_triggers("INSERT"),
+            *_sqlite_time_triggers("UPDATE"),
+        ]
+    )
+    for statement in statements:
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS broadcast_jobs_notify() CASCADE")
+    op.drop_table("broadcast_attempts")
+    op.drop_table("broadcast_jobs")

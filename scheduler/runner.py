@@ -1,0 +1,160 @@
+"""`broadcaster scheduler`: the claiming loop on APScheduler.
+
+Two jobs run on a BlockingScheduler: `claim` (tick) and `sweep` (lease recovery). The
+claim job re-arms itself after each run for the moment the next row falls due, capped by
+SCHEDULER_POLL_INTERVAL_S; on PostgreSQL a LISTEN thread pulls it forward to now.
+
+APScheduler's defaults would drop work silently (`misfire_grace_time=1` skips a run that
+starts over a second late, e.g. after a GC pause or a slow database; `max_instances=1`
+skips a wake-up that arrives during a run), so misfires always run and a wake-up during
+a tick is remembered and honoured when the tick ends.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import UTC, datetime
+
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from broadcaster.db import is_sqlite, make_engine
+from broadcaster.dispatch import Dispatcher, make_broker
+from broadcaster.errors import BroadcasterError
+from broadcaster.readiness import check_schema, wait_for
+from broadcaster.redis_conn import connect, resolve_redis_url
+from broadcaster.settings import Settings
+from broadcaster.store import JobStore
+from broadcaster.timeutil import utcnow
+from scheduler.notify import DueListener
+from scheduler.service import SchedulerService, TickReport
+
+log = structlog.get_logger("broadcaster.scheduler")
+
+
+class _WakeLatch:
+    """Remembers a wake-up that arrives while a tick runs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = False
+        self._pending = False
+
+    def begin(self) -> None:
+        with self._lock:
+            self._running, self._pending = True, False
+
+    def end(self) -> bool:
+        """Finish a tick; True if a wake-up came in during it."""
+        with self._lock:
+            self._running = False
+            return self._pending
+
+    def request(self) -> bool:
+        """Note a wake-up; True if nothing is running and the caller should wake the loop."""
+        with self._lock:
+            if self._running:
+                self._pending = True
+                return False
+            return True
+
+
+class SchedulerRunner:
+    def __init__(self, service: SchedulerService, *, listen_engine=None) -> None:  # type: ignore[no-untyped-def]
+        self.service = service
+        self.stop = threading.Event()
+        self.latch = _WakeLatch()
+        self.aps = BlockingScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(2)},
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+        )
+        settings = service.settings
+        self.aps.add_job(
+            self._claim,
+            "interval",
+            id="claim",
+            seconds=settings.scheduler_poll_interval_s,
+            next_run_time=datetime.now(UTC),
+        )
+        self.aps.add_job(
+            self._sweep,
+            "interval",
+            id="sweep",
+            seconds=settings.scheduler_sweep_interval_s,
+            next_run_time=datetime.now(UTC),
+        )
+        self.listener = (
+            DueListener(listen_engine, self.wake, self.stop) if listen_engine is not None else None
+        )
+
+    def wake(self) -> None:
+        """Run a tick now (called by the LISTEN thread)."""
+        if self.latch.request() and self.aps.running:
+            self.aps.modify_job("claim", next_run_time=datetime.now(UTC))
+
+    def _claim(self) -> None:
+        self.latch.begin()
+        report = TickReport()
+        try:
+            report = self.service.tick()
+        except BroadcasterError as exc:
+            log.error("tick_failed", error=str(exc))
+        finally:
+            woken = self.latch.end()
+        now = utcnow()
+        wake_at = now if woken else self.service.next_wakeup(report, now)
+        if self.aps.running:
+            self.aps.modify_job("claim", next_run_time=wake_at.replace(tzinfo=UTC))
+
+    def _sweep(self) -> None:
+        try:
+            self.service.sweep()
+        except BroadcasterError as exc:
+            log.error("sweep_failed", error=str(exc))
+
+    def run(self) -> None:
+        """Block until SIGTERM/SIGINT or `shutdown()`."""
+        if self.listener:
+            self.listener.start()
+        log.info("scheduler_started")
+        self.aps.start()
+        log.info("scheduler_stopped")
+
+    def shutdown(self, *_args: object) -> None:
+        self.stop.set()
+        if self.aps.running:
+            self.aps.shutdown(wait=False)
+
+
+def build_runner(settings: Settings, stop: threading.Event | None = None) -> SchedulerRunner | None:
+    """Wire the scheduler from settings, waiting for the database and Redis to be ready."""
+    stop = stop or threading.Event()
+    engine = make_engine(settings.database_url)
+    if wait_for(lambda: check_schema(engine), "database", stop) is None:
+        return None
+    redis_url = resolve_redis_url(settings)
+    client = wait_for(lambda: connect(redis_url), "redis", stop)
+    if client is None:
+        return None
+    store = JobStore(engine, default_corp=settings.weiban_corp_id)
+    service = SchedulerService(store, Dispatcher(make_broker(client)), settings)
+    return SchedulerRunner(service, listen_engine=None if is_sqlite(engine) else engine)
+
+
+def run_scheduler(settings: Settings) -> None:
+    stop = threading.Event()
+    runner: SchedulerRunner | None = None
+
+    def _on_signal(*_args: object) -> None:
+        stop.set()
+        if runner is not None:
+            runner.shutdown()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    runner = build_runner(settings, stop)
+    if runner is not None and not stop.is_set():
+        runner.run()

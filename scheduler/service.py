@@ -1,0 +1,106 @@
+"""The scheduler's work, free of APScheduler: claim due rows, enqueue their ids, sweep
+lost leases. `tick` and `sweep` take the time from an injected clock, so tests drive them
+without sleeping; `scheduler/runner.py` decides when they run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from broadcaster.dispatch import Dispatcher, EnqueueFailed
+from broadcaster.settings import Settings
+from broadcaster.store import ClaimedJob, JobStore
+from broadcaster.timeutil import utcnow
+
+log = structlog.get_logger("broadcaster.scheduler")
+
+
+@dataclass
+class TickReport:
+    enqueued: int = 0
+    failed: int = 0
+    expired: int = 0
+    queue_full: bool = False
+    next_due: datetime | None = None
+
+
+class SchedulerService:
+    """Moves due rows from the table to the broker, at most `scheduler_max_queued` at a
+    time: admitting more than the workers can start soon would only let leases expire."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        dispatcher: Dispatcher,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.clock = clock
+
+    def tick(self) -> TickReport:
+        """Claim and enqueue batches until nothing is due or the queue cap is reached."""
+        report = TickReport()
+        batch = self.settings.scheduler_batch_size
+        room = self.settings.scheduler_max_queued - self.store.count_queued()
+        while room > 0:
+            now = self.clock()
+            wanted = min(batch, room)
+            claim = self.store.claim_due(now, wanted, self.settings.queued_lease_s)
+            for job_id, reason in claim.failed:
+                log.warning("job_rejected", job_id=job_id, reason=reason)
+            for job_id in claim.expired:
+                log.info("job_expired", job_id=job_id)
+            self._enqueue(claim.claimed, now)
+            report.enqueued += len(claim.claimed)
+            report.failed += len(claim.failed)
+            report.expired += len(claim.expired)
+            room -= len(claim.claimed)
+            if len(claim.claimed) + len(claim.failed) + len(claim.expired) < wanted:
+                break  # nothing more is due
+        report.queue_full = room <= 0
+        report.next_due = self.store.next_due_at()
+        return report
+
+    def _enqueue(self, claimed: list[ClaimedJob], now: datetime) -> None:
+        if not claimed:
+            return
+        try:
+            self.dispatcher.enqueue(job.id for job in claimed)
+        except EnqueueFailed as exc:
+            left = [job.id for job in claimed if job.id not in set(exc.enqueued)]
+            self.store.release(left, now)
+            log.error("enqueue_failed", error=str(exc), released=len(left))
+            raise
+        for job in claimed:
+            log.debug("job_claimed", job_id=job.id, corp_id=job.corp_id)
+        log.info("jobs_enqueued", count=len(claimed))
+
+    def sweep(self) -> None:
+        """Recover lost leases and expire stale rows (DESIGN §4)."""
+        now = self.clock()
+        recovered = self.store.recover(now, self.settings.queued_lease_s)
+        for job_id in recovered.unknown:
+            log.warning("job_unknown", job_id=job_id, reason="sending lease expired")
+        if recovered.expired:
+            log.info("jobs_expired", count=recovered.expired)
+        if recovered.requeued:
+            log.warning(
+                "jobs_requeued",
+                count=len(recovered.requeued),
+                reason="queued lease expired (lost broker message)",
+            )
+            self._enqueue(recovered.requeued, now)
+
+    def next_wakeup(self, report: TickReport, now: datetime) -> datetime:
+        """Sleep until the next row falls due, but never longer than the poll interval:
+        changes nobody announces (SQLite inserts, a worker's reschedule) are found then."""
+        poll = now + timedelta(seconds=self.settings.scheduler_poll_interval_s)
+        if report.queue_full or report.next_due is None:
+            return poll
+        return max(now, min(report.next_due, poll))
