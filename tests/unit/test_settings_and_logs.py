@@ -1,0 +1,77 @@
+"""Settings fail with one line naming the variable; logs never carry a secret."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import structlog
+
+from broadcaster.errors import InvalidJob, SettingsError
+from broadcaster.logs import configure_logging, redact_text, register_secret
+from broadcaster.settings import load_settings, redact_url
+from broadcaster.timeutil import parse_user_time
+
+
+def test_a_malformed_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEIBAN_QUOTA_PER_MINUTE", "ten")
+    with pytest.raises(SettingsError, match=r"^WEIBAN_QUOTA_PER_MINUTE: .*integer.*'ten'"):
+        load_settings(_env_file=None)
+
+
+def test_an_unknown_database_scheme_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://x")
+    with pytest.raises(SettingsError, match="DATABASE_URL: .*sqlite:// or postgresql://"):
+        load_settings(_env_file=None)
+
+
+def test_a_typo_in_dotenv_is_an_error_not_a_silent_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("WEIBAN_QUOTA_PER_MINUT=100\n")
+    with pytest.raises(SettingsError, match="WEIBAN_QUOTA_PER_MINUT: Extra inputs"):
+        load_settings(_env_file=env_file)
+
+
+def test_a_bad_secret_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEIBAN_SECRET", "s3cr3t-value")
+    settings = load_settings(_env_file=None)
+    assert "s3cr3t-value" not in repr(settings)
+
+
+def test_urls_and_tokens_are_redacted() -> None:
+    assert redact_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+    text = "POST https://x/open-api/customer_group_msg/add?access_token=abc.DEF-123&x=1 failed"
+    assert "abc.DEF-123" not in redact_text(text)
+    assert "access_token=***&x=1" in redact_text(text)
+
+
+def test_log_lines_mask_secrets_by_key_and_by_value(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("DEBUG", "json")
+    register_secret("corp-secret-xyz")
+    log = structlog.get_logger("t")
+    log.info("vendor_call", url="https://v/add?access_token=tok123456", secret="hunter22",
+             note="secret is corp-secret-xyz")
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["event"] == "vendor_call"
+    assert "tok123456" not in line["url"] and line["secret"] == "***"
+    assert "corp-secret-xyz" not in line["note"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "tz", "utc"),
+    [
+        ("2026-12-01 09:00", "Asia/Shanghai", "2026-12-01 01:00:00"),
+        ("2026-12-01T09:00:00+08:00", None, "2026-12-01 01:00:00"),
+        ("2026-12-01T01:00:00Z", None, "2026-12-01 01:00:00"),
+    ],
+)
+def test_user_times_become_naive_utc(typed: str, tz: str | None, utc: str) -> None:
+    assert str(parse_user_time(typed, tz=tz)) == utc
+
+
+def test_a_naive_time_without_a_zone_is_refused() -> None:
+    with pytest.raises(InvalidJob, match="no UTC offset"):
+        parse_user_time("2026-12-01 09:00", tz=None)
