@@ -29,6 +29,10 @@ def check_schema(engine: Engine) -> None:
         )
 
 
+class Stopped(Exception):
+    """The process was asked to stop while waiting for a dependency."""
+
+
 def wait_for(
     attempt: Callable[[], T],
     what: str,
@@ -36,8 +40,8 @@ def wait_for(
     *,
     first_delay: float = 1.0,
     max_delay: float = 30.0,
-) -> T | None:
-    """Call `attempt` until it succeeds, backing off; None if `stop` is set first."""
+) -> T:
+    """Call `attempt` until it succeeds, backing off; raise `Stopped` if `stop` is set first."""
     delay = first_delay
     while not stop.is_set():
         try:
@@ -46,4 +50,4 @@ def wait_for(
             log.error("not_ready", what=what, error=str(exc), retry_in_s=delay)
         stop.wait(delay)
         delay = min(delay * 2, max_delay)
-    return None
+    raise Stopped(what)

@@ -112,10 +112,14 @@ class JobStore:
             .order_by(jobs.c.priority.desc(), due_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
+            # Materialised: inlined into `id IN (…)`, PostgreSQL may run the LIMIT subquery
+            # more than once and claim more than `limit` rows (seen in the queue-cap test).
+            .cte("picked")
+            .prefix_with("MATERIALIZED")
         )
         claim = (
             update(jobs)
-            .where(jobs.c.id.in_(picked.scalar_subquery()), jobs.c.status == JobStatus.SCHEDULED)
+            .where(jobs.c.id == picked.c.id, jobs.c.status == JobStatus.SCHEDULED)
             .values(
                 status=JobStatus.QUEUED,
                 lease_until=now + timedelta(seconds=lease_s),

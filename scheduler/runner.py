@@ -23,7 +23,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from broadcaster.db import is_sqlite, make_engine
 from broadcaster.dispatch import Dispatcher, make_broker
 from broadcaster.errors import BroadcasterError
-from broadcaster.readiness import check_schema, wait_for
+from broadcaster.readiness import Stopped, check_schema, wait_for
 from broadcaster.redis_conn import connect, resolve_redis_url
 from broadcaster.settings import Settings
 from broadcaster.store import JobStore
@@ -129,16 +129,13 @@ class SchedulerRunner:
             self.aps.shutdown(wait=False)
 
 
-def build_runner(settings: Settings, stop: threading.Event | None = None) -> SchedulerRunner | None:
-    """Wire the scheduler from settings, waiting for the database and Redis to be ready."""
-    stop = stop or threading.Event()
+def build_runner(settings: Settings, stop: threading.Event) -> SchedulerRunner:
+    """Wire the scheduler from settings, waiting for the database and Redis to be ready
+    (raises `Stopped` if told to stop meanwhile)."""
     engine = make_engine(settings.database_url)
-    if wait_for(lambda: check_schema(engine), "database", stop) is None:
-        return None
+    wait_for(lambda: check_schema(engine), "database", stop)
     redis_url = resolve_redis_url(settings)
     client = wait_for(lambda: connect(redis_url), "redis", stop)
-    if client is None:
-        return None
     store = JobStore(engine, default_corp=settings.weiban_corp_id)
     service = SchedulerService(store, Dispatcher(make_broker(client)), settings)
     return SchedulerRunner(service, listen_engine=None if is_sqlite(engine) else engine)
@@ -155,6 +152,9 @@ def run_scheduler(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    runner = build_runner(settings, stop)
-    if runner is not None and not stop.is_set():
+    try:
+        runner = build_runner(settings, stop)
+    except Stopped:
+        return
+    if not stop.is_set():
         runner.run()

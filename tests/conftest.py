@@ -79,6 +79,18 @@ def pg_url() -> Iterator[str]:
     yield url
 
 
+@pytest.fixture
+def empty_pg_url(pg_url: str) -> str:
+    """The session's PostgreSQL database, emptied for this test."""
+    engine = make_engine(pg_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("TRUNCATE broadcast_attempts, broadcast_jobs RESTART IDENTITY CASCADE")
+        )
+    engine.dispose()
+    return pg_url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
     """An empty, migrated database of each kind."""
@@ -86,14 +98,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
         path = tmp_path / "jobs.db"
         shutil.copy(sqlite_template, path)
         return f"sqlite:///{path}"
-    url = request.getfixturevalue("pg_url")
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        connection.execute(
-            text("TRUNCATE broadcast_attempts, broadcast_jobs RESTART IDENTITY CASCADE")
-        )
-    engine.dispose()
-    return url
+    return request.getfixturevalue("empty_pg_url")
 
 
 @pytest.fixture

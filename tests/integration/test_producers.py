@@ -25,7 +25,11 @@ def cli(db_url: str, *args: str, stdin: str | None = None) -> subprocess.Complet
     env = {**os.environ, "DATABASE_URL": db_url, "WEIBAN_CORP_ID": "corp-default"}
     return subprocess.run(
         [sys.executable, "-m", "broadcaster.cli.main", *args],
-        input=stdin, capture_output=True, text=True, env=env, timeout=60,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 
@@ -35,8 +39,10 @@ def test_plain_sql_insert_from_another_app_is_claimed_when_due(
     payload = json.dumps(body(), ensure_ascii=False)
     with engine.begin() as connection:
         connection.execute(
-            text("INSERT INTO broadcast_jobs (corp_id, payload, send_at, dedupe_key, campaign) "
-                 "VALUES ('corp-a', :p, '2026-12-01 01:00:00', 'promo-42:g7', 'promo-42')"),
+            text(
+                "INSERT INTO broadcast_jobs (corp_id, payload, send_at, dedupe_key, campaign) "
+                "VALUES ('corp-a', :p, '2026-12-01 01:00:00', 'promo-42:g7', 'promo-42')"
+            ),
             {"p": payload},
         )
     assert store.claim_due(datetime(2026, 12, 1, 0, 59, 59), 10, 60).claimed == []
@@ -72,14 +78,22 @@ def test_python_bulk_refuses_a_bad_item_and_writes_nothing(store: JobStore) -> N
 
 
 def test_cli_schedule_reads_stdin_and_a_local_time(db_url: str, store: JobStore) -> None:
-    done = cli(db_url, "schedule", "--at", "2026-12-01 09:00", "--campaign", "cli",
-               stdin=json.dumps(body()))
+    done = cli(
+        db_url,
+        "schedule",
+        "--at",
+        "2026-12-01 09:00",
+        "--campaign",
+        "cli",
+        stdin=json.dumps(body()),
+    )
     assert done.returncode == 0, done.stderr
     job = store.list_jobs(campaign="cli")[0]
     assert job.send_at == datetime(2026, 12, 1, 1, 0), "naive --at is read in Asia/Shanghai"
 
-    utc = cli(db_url, "schedule", "--at", "2026-12-01T09:00:00Z", "--tz", "UTC",
-              stdin=json.dumps(body()))
+    utc = cli(
+        db_url, "schedule", "--at", "2026-12-01T09:00:00Z", "--tz", "UTC", stdin=json.dumps(body())
+    )
     assert utc.returncode == 0, utc.stderr
 
 
@@ -94,10 +108,19 @@ def test_cli_schedule_refuses_a_bad_payload_in_one_line(db_url: str, store: JobS
 def test_cli_import_jsonl_reports_inserted_duplicates_and_rejects(
     db_url: str, store: JobStore, tmp_path: Path
 ) -> None:
-    lines = [json.dumps({"payload": body(), "dedupe_key": f"k{i}", "campaign": "imp",
-                         "send_at": "2026-12-01T09:00:00+08:00"}) for i in range(10)]
-    lines[2] = lines[1]                                  # duplicate key inside the file
-    lines[4] = "{broken"                                 # not JSON
+    lines = [
+        json.dumps(
+            {
+                "payload": body(),
+                "dedupe_key": f"k{i}",
+                "campaign": "imp",
+                "send_at": "2026-12-01T09:00:00+08:00",
+            }
+        )
+        for i in range(10)
+    ]
+    lines[2] = lines[1]  # duplicate key inside the file
+    lines[4] = "{broken"  # not JSON
     lines[6] = json.dumps({"payload": body(text="", attachments=[])})  # no content
     lines[8] = json.dumps({"payload": body(), "send_at": "next tuesday"})
     path = tmp_path / "jobs.jsonl"
@@ -122,8 +145,9 @@ def test_cli_import_csv(db_url: str, store: JobStore, tmp_path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["corp_id", "payload", "send_at", "dedupe_key", "campaign", "priority"])
-        writer.writerow(["corp-b", json.dumps(body(), ensure_ascii=False), "2026-12-01 09:00",
-                         "c1", "csv", "5"])
+        writer.writerow(
+            ["corp-b", json.dumps(body(), ensure_ascii=False), "2026-12-01 09:00", "c1", "csv", "5"]
+        )
         writer.writerow(["corp-b", "{bad", "", "c2", "csv", ""])
         writer.writerow(["", json.dumps(body()), "", "c3", "csv", "high"])
     done = cli(db_url, "import", str(path), "--tz", "UTC")

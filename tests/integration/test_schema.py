@@ -75,8 +75,9 @@ def test_postgres_claims_through_partial_indexes(pg_url: str) -> None:
     with engine.connect() as connection:
         indexes = dict(
             connection.execute(
-                text("SELECT indexname, indexdef FROM pg_indexes "
-                     "WHERE tablename = 'broadcast_jobs'")
+                text(
+                    "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'broadcast_jobs'"
+                )
             ).all()
         )
     engine.dispose()

@@ -22,15 +22,13 @@ def test_a_valid_body_round_trips_to_the_vendor_json() -> None:
         ({"name": ""}, "name"),
         ({"group_ext_id_list": []}, "group_ext_id_list"),
         ({"group_ext_id_list": "g1"}, "group_ext_id_list"),
-        ({"group_ext_id_list": [f"g{i}" for i in range(MAX_GROUPS_PER_TASK + 1)]},
-         "at most 2000"),
+        ({"group_ext_id_list": [f"g{i}" for i in range(MAX_GROUPS_PER_TASK + 1)]}, "at most 2000"),
         ({"staff_ext_id_list": [1, 2]}, "staff_ext_id_list"),
         ({"create_staff_ext_id": None}, "create_staff_ext_id"),
         ({"text": "", "attachments": []}, "non-empty text or at least one attachment"),
         ({"attachments": [{"msgtype": "gif"}]}, "msgtype"),
         ({"attachments": [{"msgtype": "image"}]}, "needs a 'image' object"),
-        ({"attachments": [{"msgtype": "image", "image": {"url": "http://x.cn/a.png"}}]},
-         "https"),
+        ({"attachments": [{"msgtype": "image", "image": {"url": "http://x.cn/a.png"}}]}, "https"),
         ({"group_ext_ids": ["g"]}, "group_ext_ids: Extra inputs are not permitted"),
     ],
 )
@@ -52,8 +50,10 @@ def test_every_attachment_kind_is_accepted_with_its_object() -> None:
     attachments = [
         {"msgtype": "image", "image": {"title": "t", "url": "https://x.cn/a.png"}},
         {"msgtype": "link", "link": {"title": "t", "url": "https://x.cn", "desc": "d"}},
-        {"msgtype": "miniprogram",
-         "miniprogram": {"appid": "wx1", "title": "t", "page": "p/index", "cover": "c"}},
+        {
+            "msgtype": "miniprogram",
+            "miniprogram": {"appid": "wx1", "title": "t", "page": "p/index", "cover": "c"},
+        },
         {"msgtype": "video", "video": {"title": "t", "url": "https://x.cn/v.mp4"}},
     ]
     assert len(parse_payload(body(attachments=attachments)).attachments) == 4

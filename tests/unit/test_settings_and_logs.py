@@ -52,8 +52,12 @@ def test_log_lines_mask_secrets_by_key_and_by_value(capsys: pytest.CaptureFixtur
     configure_logging("DEBUG", "json")
     register_secret("corp-secret-xyz")
     log = structlog.get_logger("t")
-    log.info("vendor_call", url="https://v/add?access_token=tok123456", secret="hunter22",
-             note="secret is corp-secret-xyz")
+    log.info(
+        "vendor_call",
+        url="https://v/add?access_token=tok123456",
+        secret="hunter22",
+        note="secret is corp-secret-xyz",
+    )
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["event"] == "vendor_call"
     assert "tok123456" not in line["url"] and line["secret"] == "***"
