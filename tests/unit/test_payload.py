@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import chain
+
 import pytest
 
 from broadcaster.errors import InvalidPayload
@@ -63,5 +65,5 @@ def test_a_large_audience_splits_into_parts_within_the_vendor_cap() -> None:
     groups = [f"g{i}" for i in range(4500)]
     parts = split_audience(body(group_ext_id_list=groups))
     assert [len(p["group_ext_id_list"]) for p in parts] == [2000, 2000, 500]
-    assert sum((p["group_ext_id_list"] for p in parts), []) == groups
+    assert list(chain.from_iterable(p["group_ext_id_list"] for p in parts)) == groups
     assert split_audience(body()) == [body()]
