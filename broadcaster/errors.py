@@ -8,7 +8,17 @@ names what is wrong and how to fix it; the CLI prints it as one line.
      ├── JobStoreError            the database refused or is unreachable
      │    └── JobNotFound
      ├── BrokerUnavailable        Redis (the Dramatiq broker) is unreachable
-     └── StateConflict            an operation does not fit the job's current status
+     ├── StateConflict            an operation does not fit the job's current status
+     └── VendorError              the Weiban call did not end with errcode 0
+          ├── VendorUnreachable   certainly not sent (connect error, refused, DNS)
+          ├── TokenRejected       10001: the access token is bad or expired
+          ├── VendorBusy          10052: too many calls in flight for the corp
+          ├── VendorBlocked       10053: frequency exceeded, the corp is blocked a while
+          ├── VendorRejected      any other errcode: a business error, do not retry
+          ├── OutcomeUnknown      read timeout, reset after sending, 5xx: may exist
+          └── CredentialsRejected the token API refused corp_id/secret
+
+Messages never contain a secret, a token or a URL that carries one.
 """
 
 from __future__ import annotations
@@ -44,3 +54,43 @@ class BrokerUnavailable(BroadcasterError):
 
 class StateConflict(BroadcasterError):
     """The job's current status does not allow this operation."""
+
+
+class VendorError(BroadcasterError):
+    """The vendor call did not succeed. `errcode`/`errmsg` are the vendor's when it answered."""
+
+    errcode: int | None = None
+    errmsg: str = ""
+
+    def __init__(self, message: str, *, errcode: int | None = None, errmsg: str = "") -> None:
+        super().__init__(message)
+        self.errcode = errcode
+        self.errmsg = errmsg
+
+
+class VendorUnreachable(VendorError):
+    """The request certainly did not reach the vendor: safe to send again."""
+
+
+class TokenRejected(VendorError):
+    """errcode 10001: refresh the token once and retry."""
+
+
+class VendorBusy(VendorError):
+    """errcode 10052: the corp has too many calls in flight (maybe from other apps)."""
+
+
+class VendorBlocked(VendorError):
+    """errcode 10053: the corp exceeded a frequency limit and is blocked for a while."""
+
+
+class VendorRejected(VendorError):
+    """A business error: the vendor refused this message; sending again will not help."""
+
+
+class OutcomeUnknown(VendorError):
+    """The request may have been processed: the message may exist at the vendor."""
+
+
+class CredentialsRejected(VendorError):
+    """The token API refused the corp's credentials."""

@@ -9,7 +9,7 @@ the only writer instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +34,17 @@ class ClaimedJob:
     corp_id: str
     priority: int
     due_at: datetime
+
+
+@dataclass(frozen=True)
+class SendingJob:
+    """A job this worker moved to `sending`: everything the vendor call needs."""
+
+    id: int
+    corp_id: str
+    payload: str
+    attempts: int
+    max_attempts: int
 
 
 @dataclass
@@ -101,14 +112,21 @@ class JobStore:
         return result.inserted_ids[0] if result.inserted_ids else None
 
     # ------------------------------------------------------------------ scheduler
-    def claim_due(self, now: datetime, limit: int, lease_s: float) -> ClaimResult:
+    def claim_due(
+        self, now: datetime, limit: int, lease_s: float, *, skip_corps: Collection[str] = ()
+    ) -> ClaimResult:
         """Move up to `limit` due `scheduled` rows to `queued` with a lease, in one
         transaction, so two schedulers never claim one row. Rows unfit to send are
         finished here instead: a bad payload or missing corp ends `failed` with the
-        reason, a row past `expires_at` ends `expired`."""
+        reason, a row past `expires_at` ends `expired`. Rows of `skip_corps` stay put."""
+        due = [jobs.c.status == JobStatus.SCHEDULED, due_at <= now]
+        if skip_corps:  # corps with enough work queued already, or blocked by the vendor
+            due.append(
+                func.coalesce(jobs.c.corp_id, self.default_corp or "").not_in(list(skip_corps))
+            )
         picked = (
             select(jobs.c.id)
-            .where(jobs.c.status == JobStatus.SCHEDULED, due_at <= now)
+            .where(*due)
             .order_by(jobs.c.priority.desc(), due_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -270,7 +288,177 @@ class JobStore:
             expired=expired,
         )
 
+    # ------------------------------------------------------------------ workers
+    def peek(self, job_id: int) -> Row[Any] | None:
+        """Status and corp of a job, to drop a stale message before touching the quota."""
+        with self._begin() as connection:
+            return connection.execute(
+                select(jobs.c.status, jobs.c.corp_id).where(jobs.c.id == job_id)
+            ).first()
+
+    def start_sending(self, job_id: int, now: datetime, lease_s: float) -> SendingJob | None:
+        """Compare-and-set `queued` -> `sending`, committed before the vendor call. Of two
+        deliveries of one broker message, exactly one gets the row; None for the other
+        (and for a job cancelled or expired meanwhile)."""
+        with self._begin() as connection:
+            row = connection.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status == JobStatus.QUEUED,
+                    (jobs.c.expires_at.is_(None)) | (jobs.c.expires_at > now),
+                )
+                .values(
+                    status=JobStatus.SENDING,
+                    updated_at=now,
+                    lease_until=now + timedelta(seconds=lease_s),
+                )
+                .returning(
+                    jobs.c.id, jobs.c.corp_id, jobs.c.payload, jobs.c.attempts, jobs.c.max_attempts
+                )
+            ).first()
+            if row is None:
+                connection.execute(
+                    update(jobs)
+                    .where(
+                        jobs.c.id == job_id,
+                        jobs.c.status == JobStatus.QUEUED,
+                        jobs.c.expires_at <= now,
+                    )
+                    .values(
+                        status=JobStatus.EXPIRED,
+                        lease_until=None,
+                        updated_at=now,
+                        last_error="expires_at passed before it could be sent",
+                    )
+                )
+                return None
+        return SendingJob(
+            row.id,
+            row.corp_id or self.default_corp or "",
+            row.payload,
+            row.attempts,
+            row.max_attempts,
+        )
+
+    def requeue_later(self, job_id: int, now: datetime, delay_s: float, reason: str) -> bool:
+        """A `queued` job waits for quota (or a block): back to `scheduled`, not before
+        `now + delay_s`. No attempt is used: the vendor was not called."""
+        with self._begin() as connection:
+            return bool(
+                connection.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED)
+                    .values(
+                        status=JobStatus.SCHEDULED,
+                        lease_until=None,
+                        updated_at=now,
+                        not_before=now + timedelta(seconds=delay_s),
+                        last_error=reason,
+                    )
+                ).rowcount
+            )
+
+    def finish(
+        self, job: SendingJob, decision: Any, now: datetime, started_at: datetime, duration_ms: int
+    ) -> None:
+        """Record the vendor call's outcome and move the job on, in one transaction.
+        `decision` is a `delivery.Decision`."""
+        attempts_after = job.attempts + (1 if decision.counts_attempt else 0)
+        values: dict[str, Any] = {
+            "status": decision.status,
+            "attempts": attempts_after,
+            "lease_until": None,
+            "updated_at": now,
+            "last_errcode": decision.errcode,
+            "last_error": decision.error,
+        }
+        if decision.status == JobStatus.SENT:
+            values["sent_at"] = now
+        if decision.retry_in_s is not None:
+            values["not_before"] = now + timedelta(seconds=decision.retry_in_s)
+        with self._begin() as connection:
+            connection.execute(
+                update(jobs)
+                .where(jobs.c.id == job.id, jobs.c.status == JobStatus.SENDING)
+                .values(**values)
+            )
+            connection.execute(
+                insert(attempts).values(
+                    job_id=job.id,
+                    attempt_no=job.attempts + 1,
+                    started_at=started_at,
+                    duration_ms=duration_ms,
+                    outcome=decision.outcome,
+                    errcode=decision.errcode,
+                    error=decision.error,
+                )
+            )
+
     # ------------------------------------------------------------------ operators
+    def retry(self, job_id: int, now: datetime) -> None:
+        """Give a `failed` job a fresh set of attempts."""
+        self._operator_move(
+            job_id,
+            now,
+            {JobStatus.FAILED},
+            status=JobStatus.SCHEDULED,
+            attempts=0,
+            not_before=None,
+            last_error=None,
+            last_errcode=None,
+        )
+
+    def resolve(self, job_id: int, now: datetime, *, sent: bool) -> None:
+        """Settle an `unknown` job: the operator saw the message at the vendor (`sent`),
+        or decided it must be sent again."""
+        changes: dict[str, Any] = (
+            {
+                "status": JobStatus.SENT,
+                "sent_at": now,
+                "last_error": "resolved as sent by an operator",
+            }
+            if sent
+            else {
+                "status": JobStatus.SCHEDULED,
+                "not_before": None,
+                "last_error": "resolved for resending by an operator",
+            }
+        )
+        self._operator_move(job_id, now, {JobStatus.UNKNOWN}, **changes)
+
+    def _operator_move(
+        self, job_id: int, now: datetime, allowed: set[JobStatus], **changes: Any
+    ) -> None:
+        with self._begin() as connection:
+            done = connection.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status.in_(list(allowed)))
+                .values(updated_at=now, lease_until=None, **changes)
+            ).rowcount
+            status = (
+                None
+                if done
+                else connection.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+            )
+        if done:
+            return
+        if status is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        wanted = " or ".join(sorted(allowed))
+        raise StateConflict(f"job {job_id} is {status}; this needs a job that is {wanted}")
+
+    def queued_by_corp(self) -> dict[str, int]:
+        """How many jobs each corp has waiting in the broker (for admission)."""
+        corp = func.coalesce(jobs.c.corp_id, self.default_corp or "")
+        with self._begin() as connection:
+            rows = connection.execute(
+                select(corp.label("corp"), func.count().label("n"))
+                .where(jobs.c.status == JobStatus.QUEUED)
+                .group_by(corp)
+            ).all()
+        return {row.corp: row.n for row in rows}
+
     def get(self, job_id: int) -> Row[Any]:
         with self._begin() as connection:
             row = connection.execute(select(jobs).where(jobs.c.id == job_id)).first()

@@ -4,18 +4,53 @@ without sleeping; `scheduler/runner.py` decides when they run."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 
+from broadcaster.corps import CorpDirectory
 from broadcaster.dispatch import Dispatcher, EnqueueFailed
+from broadcaster.quota import RedisQuota
 from broadcaster.settings import Settings
 from broadcaster.store import ClaimedJob, JobStore
 from broadcaster.timeutil import utcnow
+from broadcaster.weiban import CREATE_API
 
 log = structlog.get_logger("broadcaster.scheduler")
+
+
+class Admission:
+    """Which corps may have more jobs handed to the workers now.
+
+    A corp gets about `scheduler_admit_horizon_s` of its quota's worth of queued jobs:
+    more would only wait in the broker (and in worker threads) for quota, and a corp the
+    vendor blocked gets none until the block ends, so a blocked corp costs no churn and
+    one corp's backlog never holds the queue against another's.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        corps: CorpDirectory | None = None,
+        quota: RedisQuota | None = None,
+    ) -> None:
+        self.horizon_s = settings.scheduler_admit_horizon_s
+        self.corps = corps or CorpDirectory(settings)
+        self.quota = quota
+
+    def cap(self, corp_id: str) -> int:
+        return max(10, math.ceil(self.corps.limits(corp_id).per_second * self.horizon_s))
+
+    def closed_corps(self, queued: dict[str, int]) -> set[str]:
+        closed = {corp for corp, count in queued.items() if count >= self.cap(corp)}
+        if self.quota is not None:
+            for corp in set(self.corps.known()) | set(queued):
+                if self.quota.blocked_for(corp, CREATE_API) > 0:
+                    closed.add(corp)
+        return closed
 
 
 @dataclass
@@ -37,21 +72,31 @@ class SchedulerService:
         dispatcher: Dispatcher,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
+        admission: Admission | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.settings = settings
         self.clock = clock
+        self.admission = admission or Admission(settings)
 
     def tick(self) -> TickReport:
         """Claim and enqueue batches until nothing is due or the queue cap is reached."""
         report = TickReport()
         batch = self.settings.scheduler_batch_size
-        room = self.settings.scheduler_max_queued - self.store.count_queued()
+        queued = self.store.queued_by_corp()
+        room = self.settings.scheduler_max_queued - sum(queued.values())
         while room > 0:
             now = self.clock()
             wanted = min(batch, room)
-            claim = self.store.claim_due(now, wanted, self.settings.queued_lease_s)
+            claim = self.store.claim_due(
+                now,
+                wanted,
+                self.settings.queued_lease_s,
+                skip_corps=self.admission.closed_corps(queued),
+            )
+            for job in claim.claimed:
+                queued[job.corp_id] = queued.get(job.corp_id, 0) + 1
             for job_id, reason in claim.failed:
                 log.warning("job_rejected", job_id=job_id, reason=reason)
             for job_id in claim.expired:

@@ -267,7 +267,11 @@ def test_two_scheduler_processes_enqueue_each_row_once(
     schedule_many([{"payload": body(), "send_at": utcnow()} for _ in range(count)], store=store)
     processes = [
         scheduler_process(
-            db_url, redis_url, SCHEDULER_BATCH_SIZE="20", SCHEDULER_MAX_QUEUED=str(count)
+            db_url,
+            redis_url,
+            SCHEDULER_BATCH_SIZE="20",
+            SCHEDULER_MAX_QUEUED=str(count),
+            SCHEDULER_ADMIT_HORIZON_S="1000",  # admit the whole backlog at once
         )
         for _ in range(2)
     ]

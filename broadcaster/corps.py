@@ -1,0 +1,121 @@
+"""Corps: credentials and quota limits per corp.
+
+The default corp comes from WEIBAN_CORP_ID / WEIBAN_SECRET and the WEIBAN_QUOTA_* settings.
+More corps come from WEIBAN_CORPS_FILE, a JSON object:
+
+    {"corp-b": {"secret": "...", "quota_per_minute": 300, "quota_per_hour": 15000,
+                "max_in_flight": 4, "headroom": 0.9}}
+
+Limits a corp does not name are the settings' defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from broadcaster.errors import SettingsError, VendorRejected
+from broadcaster.settings import Settings, describe_validation_error
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    """The vendor's limits for one (corp, API), and the share of them we may use."""
+
+    per_minute: int = 600
+    per_hour: int = 36000
+    max_in_flight: int = 4
+    headroom: float = 1.0
+
+    @property
+    def usable_per_minute(self) -> int:
+        return max(1, math.floor(self.per_minute * self.headroom))
+
+    @property
+    def usable_per_hour(self) -> int:
+        return max(1, math.floor(self.per_hour * self.headroom))
+
+    @property
+    def per_second(self) -> float:
+        return min(self.usable_per_minute / 60, self.usable_per_hour / 3600)
+
+
+class _CorpEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    secret: SecretStr
+    quota_per_minute: int | None = Field(default=None, gt=0)
+    quota_per_hour: int | None = Field(default=None, gt=0)
+    max_in_flight: int | None = Field(default=None, gt=0)
+    headroom: float | None = Field(default=None, gt=0, le=1)
+
+
+@dataclass(frozen=True)
+class Corp:
+    corp_id: str
+    secret: SecretStr | None
+    limits: QuotaLimits
+
+
+class CorpDirectory:
+    def __init__(self, settings: Settings) -> None:
+        self.defaults = QuotaLimits(
+            per_minute=settings.weiban_quota_per_minute,
+            per_hour=settings.weiban_quota_per_hour,
+            max_in_flight=settings.weiban_max_in_flight,
+            headroom=settings.weiban_quota_headroom,
+        )
+        self.default_corp = settings.weiban_corp_id
+        self._corps: dict[str, Corp] = {}
+        if settings.weiban_corp_id:
+            self._corps[settings.weiban_corp_id] = Corp(
+                settings.weiban_corp_id, settings.weiban_secret, self.defaults
+            )
+        if settings.weiban_corps_file:
+            self._corps.update(self._load(settings.weiban_corps_file))
+
+    def _load(self, path: Path) -> dict[str, Corp]:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SettingsError(
+                f"WEIBAN_CORPS_FILE {path}: cannot read it as JSON: {exc}"
+            ) from None
+        if not isinstance(raw, dict):
+            raise SettingsError(f"WEIBAN_CORPS_FILE {path}: must be an object of corp_id: {{...}}")
+        corps = {}
+        for corp_id, entry in raw.items():
+            try:
+                parsed = _CorpEntry.model_validate(entry)
+            except ValidationError as exc:
+                raise SettingsError(
+                    f"WEIBAN_CORPS_FILE {path}, corp {corp_id}: {describe_validation_error(exc)}"
+                ) from None
+            limits = QuotaLimits(
+                per_minute=parsed.quota_per_minute or self.defaults.per_minute,
+                per_hour=parsed.quota_per_hour or self.defaults.per_hour,
+                max_in_flight=parsed.max_in_flight or self.defaults.max_in_flight,
+                headroom=parsed.headroom or self.defaults.headroom,
+            )
+            corps[corp_id] = Corp(corp_id, parsed.secret, limits)
+        return corps
+
+    def get(self, corp_id: str) -> Corp:
+        corp = self._corps.get(corp_id)
+        if corp is None or corp.secret is None:
+            raise VendorRejected(
+                f"no secret configured for corp {corp_id!r}: set WEIBAN_SECRET for the default "
+                "corp or add it to WEIBAN_CORPS_FILE, then `broadcaster jobs retry`"
+            )
+        return corp
+
+    def limits(self, corp_id: str) -> QuotaLimits:
+        corp = self._corps.get(corp_id)
+        return corp.limits if corp else self.defaults
+
+    def known(self) -> list[str]:
+        return sorted(self._corps)

@@ -1,0 +1,254 @@
+"""The vendor quota, enforced in Redis for every process and host (DESIGN §5).
+
+Per (corp, API), three limits at once plus the vendor's block signal:
+
+- pace: a GCRA reservation spaces calls evenly at the rate the windows allow
+  (600/min -> one call per ~100 ms), so the quota is used smoothly, never in bursts;
+- windows: a log of call times refuses a call that would make more than the per-minute
+  count in any sliding 60 s, or the per-hour count in any sliding hour (the log is the
+  hard cap; the pace keeps us from ever touching it);
+- in flight: at most `max_in_flight` calls hold a slot; a slot is a lease that expires,
+  so a killed worker cannot leak one; 10052 lowers the cap for a while;
+- block: 10053 pauses the corp on that API for every process (60 s, doubling on repeats
+  up to an hour).
+
+Every decision runs in one Lua script on Redis's own clock (`TIME`), so processes with
+skewed clocks still agree. `acquire()` sleeps until its reserved moment and returns a
+`Slot`; it never raises-and-retries (Dramatiq's RateLimitExceeded pattern used 17% of the
+quota here).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import redis
+
+from broadcaster.corps import QuotaLimits
+
+WINDOW_MARGIN_MS = 200
+"""Windows are counted 200 ms wider than the vendor's: network jitter between our clock
+and its receipt can move a call across a window edge; this keeps us on the safe side at a
+cost of 0.3% of the per-minute quota."""
+
+CAP_HOLD_MS = 30_000
+"""How long a 10052 keeps the in-flight cap lowered."""
+
+_PREFIX = "broadcaster:quota"
+
+# KEYS: log, tat, block ; ARGV: now_hint(unused), per_min, per_hour, interval_ms,
+#                               max_wait_ms, member, margin_ms
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local per_min, per_hour = tonumber(ARGV[2]), tonumber(ARGV[3])
+local interval, max_wait = tonumber(ARGV[4]), tonumber(ARGV[5])
+local member, margin = ARGV[6], tonumber(ARGV[7])
+local block = tonumber(redis.call('GET', KEYS[3]) or '0')
+if block > now then return {'blocked', tostring(block - now)} end
+local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
+local at = math.max(tat, now)
+if at - now > max_wait then return {'wait', tostring(at - now)} end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', at - 3600000 - margin)
+local in_minute = redis.call('ZCOUNT', KEYS[1], at - 60000 - margin, '+inf')
+if in_minute >= per_min then
+  local first = redis.call('ZRANGEBYSCORE', KEYS[1], at - 60000 - margin, '+inf',
+                           'WITHSCORES', 'LIMIT', 0, 1)
+  return {'wait', tostring(tonumber(first[2]) + 60000 + margin - now + 1)}
+end
+if redis.call('ZCARD', KEYS[1]) >= per_hour then
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {'wait', tostring(tonumber(first[2]) + 3600000 + margin - now + 1)}
+end
+redis.call('ZADD', KEYS[1], at, member)
+redis.call('PEXPIRE', KEYS[1], 3600000 + 2 * margin + 60000)
+redis.call('SET', KEYS[2], tostring(math.max(tat, at - interval) + interval), 'PX', 3600000)
+return {'ok', tostring(at - now)}
+"""
+
+# KEYS: inflight, cap, block ; ARGV: member, lease_ms, max_in_flight
+_TAKE_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local block = tonumber(redis.call('GET', KEYS[3]) or '0')
+if block > now then return {'blocked', tostring(block - now)} end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local cap = math.min(tonumber(ARGV[3]), tonumber(redis.call('GET', KEYS[2]) or ARGV[3]))
+if redis.call('ZCARD', KEYS[1]) >= cap then return {'busy', '0'} end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+return {'ok', '0'}
+"""
+
+# KEYS: block, level ; ARGV: first_ms, max_ms
+_BLOCK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local until_ = tonumber(redis.call('GET', KEYS[1]) or '0')
+if until_ > now then return tostring(until_ - now) end
+local level = redis.call('INCR', KEYS[2])
+local duration = math.min(tonumber(ARGV[1]) * 2 ^ (level - 1), tonumber(ARGV[2]))
+redis.call('SET', KEYS[1], tostring(now + duration), 'PX', math.ceil(duration))
+redis.call('PEXPIRE', KEYS[2], math.ceil(duration) + 600000)
+return tostring(duration)
+"""
+
+# KEYS: cap ; ARGV: max_in_flight, hold_ms
+_LOWER_CAP = """
+local cap = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+local lowered = math.max(1, math.min(cap, tonumber(ARGV[1])) - 1)
+redis.call('SET', KEYS[1], tostring(lowered), 'PX', tonumber(ARGV[2]))
+return lowered
+"""
+
+
+@dataclass(frozen=True)
+class QuotaWait(Exception):
+    """No slot within the caller's patience: try again after `retry_after_s`."""
+
+    retry_after_s: float
+    blocked: bool = False
+
+
+@dataclass
+class Slot:
+    corp_id: str
+    api: str
+    member: str
+    waited_s: float
+
+
+class RedisQuota:
+    def __init__(
+        self,
+        client: redis.Redis,
+        limits_for: Callable[[str], QuotaLimits],
+        *,
+        slot_lease_s: float,
+        block_s: float = 60.0,
+        block_max_s: float = 3600.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.limits_for = limits_for
+        self.slot_lease_ms = int(slot_lease_s * 1000)
+        self.block_ms = block_s * 1000
+        self.block_max_ms = block_max_s * 1000
+        self.sleep = sleep
+        self._reserve = client.register_script(_RESERVE)
+        self._take_slot = client.register_script(_TAKE_SLOT)
+        self._block = client.register_script(_BLOCK)
+        self._lower_cap = client.register_script(_LOWER_CAP)
+
+    @staticmethod
+    def _key(corp_id: str, api: str, what: str) -> str:
+        return f"{_PREFIX}:{{{corp_id}:{api}}}:{what}"
+
+    @staticmethod
+    def interval_ms(limits: QuotaLimits) -> float:
+        """The even spacing at the per-minute rate, so that window (with its margin) never
+        binds. The hour is a hard cap in the log only: where it is the tighter limit, a
+        backlog runs at the minute's pace until the hour's count is used, then at the pace
+        the hour's window frees calls, which the vendor allows and wastes nothing."""
+        return (60_000 + WINDOW_MARGIN_MS) / limits.usable_per_minute
+
+    @contextmanager
+    def slot(self, corp_id: str, api: str, *, max_wait_s: float) -> Iterator[Slot]:
+        """Hold one quota slot for the duration of a vendor call."""
+        taken = self.acquire(corp_id, api, max_wait_s=max_wait_s)
+        try:
+            yield taken
+        finally:
+            self.release(taken)
+
+    def acquire(self, corp_id: str, api: str, *, max_wait_s: float) -> Slot:
+        """Reserve the next paced moment, sleep until it, then take an in-flight slot.
+        Raises `QuotaWait` instead of waiting longer than `max_wait_s`."""
+        limits = self.limits_for(corp_id)
+        member = uuid.uuid4().hex
+        started = time.monotonic()
+        key = self._key
+        status, value = self._reserve(
+            keys=[key(corp_id, api, "log"), key(corp_id, api, "tat"), key(corp_id, api, "block")],
+            args=[
+                0,
+                limits.usable_per_minute,
+                limits.usable_per_hour,
+                self.interval_ms(limits),
+                max_wait_s * 1000,
+                member,
+                WINDOW_MARGIN_MS,
+            ],
+        )
+        if status != b"ok":
+            raise QuotaWait(float(value) / 1000, blocked=status == b"blocked")
+        self.sleep(float(value) / 1000)
+        self._take_in_flight(corp_id, api, member, limits, started + max_wait_s)
+        return Slot(corp_id, api, member, time.monotonic() - started)
+
+    def _take_in_flight(
+        self, corp_id: str, api: str, member: str, limits: QuotaLimits, deadline: float
+    ) -> None:
+        key = self._key
+        pause = 0.002
+        while True:
+            status, value = self._take_slot(
+                keys=[
+                    key(corp_id, api, "inflight"),
+                    key(corp_id, api, "cap"),
+                    key(corp_id, api, "block"),
+                ],
+                args=[member, self.slot_lease_ms, limits.max_in_flight],
+            )
+            if status == b"ok":
+                return
+            if status == b"blocked":
+                raise QuotaWait(float(value) / 1000, blocked=True)
+            if time.monotonic() + pause > deadline:
+                raise QuotaWait(0.5)
+            self.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def release(self, slot: Slot) -> None:
+        self.client.zrem(self._key(slot.corp_id, slot.api, "inflight"), slot.member)
+
+    def on_blocked(self, corp_id: str, api: str) -> float:
+        """The vendor said 10053: pause this corp's calls everywhere. Returns the pause in
+        seconds (the first block of a run is `block_s`, repeats double up to `block_max_s`;
+        10053s from calls already in flight do not escalate a block already in force)."""
+        key = self._key
+        duration_ms = self._block(
+            keys=[key(corp_id, api, "block"), key(corp_id, api, "blocklevel")],
+            args=[self.block_ms, self.block_max_ms],
+        )
+        return float(duration_ms) / 1000
+
+    def on_busy(self, corp_id: str, api: str) -> int:
+        """The vendor said 10052: someone else holds slots; lower our cap for a while."""
+        limits = self.limits_for(corp_id)
+        return int(
+            self._lower_cap(
+                keys=[self._key(corp_id, api, "cap")], args=[limits.max_in_flight, CAP_HOLD_MS]
+            )
+        )
+
+    def blocked_for(self, corp_id: str, api: str) -> float:
+        """Seconds left of a block, 0 if none (for the scheduler and `status`)."""
+        ttl = self.client.pttl(self._key(corp_id, api, "block"))
+        return max(0.0, ttl / 1000)
+
+    def in_flight(self, corp_id: str, api: str) -> int:
+        key = self._key(corp_id, api, "inflight")
+        now_ms = time.time() * 1000
+        return int(self.client.zcount(key, now_ms, "+inf"))
+
+    def calls_in_last(self, corp_id: str, api: str, seconds: float) -> int:
+        seconds_now, micros = self.client.time()
+        now_ms = seconds_now * 1000 + micros / 1000
+        return int(
+            self.client.zcount(self._key(corp_id, api, "log"), now_ms - seconds * 1000, now_ms)
+        )
