@@ -116,7 +116,7 @@ class TokenCache:
         return self._refresh(corp_id, stale=rejected)
 
     def _refresh(self, corp_id: str, stale: str | None) -> str:
-        key, lock_key = self._key(corp_id), self._key(corp_id, "lock")
+        lock_key = self._key(corp_id, "lock")
         owner = uuid.uuid4().hex
         deadline = time.monotonic() + self.LOCK_TTL_MS / 1000
         while time.monotonic() < deadline:
