@@ -341,7 +341,7 @@ class JobStore:
             row.max_attempts,
         )
 
-    def requeue_later(self, job_id: int, now: datetime, delay_s: float, reason: str) -> bool:
+    def requeue_later(self, job_id: int, now: datetime, delay_s: float) -> bool:
         """A `queued` job waits for quota (or a block): back to `scheduled`, not before
         `now + delay_s`. No attempt is used: the vendor was not called."""
         with self._begin() as connection:
@@ -354,7 +354,6 @@ class JobStore:
                         lease_until=None,
                         updated_at=now,
                         not_before=now + timedelta(seconds=delay_s),
-                        last_error=reason,
                     )
                 ).rowcount
             )

@@ -1,6 +1,8 @@
-"""Long-running commands: `scheduler` (and, with the sending issue, `worker`, `run`)."""
+"""Long-running commands: `scheduler`, `worker`, `run`, `sandbox`."""
 
 from __future__ import annotations
+
+import contextlib
 
 import typer
 
@@ -9,6 +11,9 @@ from broadcaster.cli.context import CliContext
 
 def register(app: typer.Typer) -> None:
     app.command(name="scheduler")(scheduler)
+    app.command(name="worker")(worker)
+    app.command(name="run")(run)
+    app.command(name="sandbox")(sandbox)
 
 
 def scheduler(ctx: typer.Context) -> None:
@@ -17,3 +22,81 @@ def scheduler(ctx: typer.Context) -> None:
 
     cli: CliContext = ctx.obj
     run_scheduler(cli.settings)
+
+
+PROCESSES = typer.Option(
+    None, "--processes", "-p", min=1, help="Worker processes (default WORKER_PROCESSES, 2)."
+)
+THREADS = typer.Option(
+    None, "--threads", "-t", min=1, help="Threads per process (default WORKER_THREADS, 8)."
+)
+PREFETCH = typer.Option(
+    None, "--prefetch", min=0, help="Messages each process holds (default threads + 2)."
+)
+
+
+def worker(
+    ctx: typer.Context,
+    processes: int | None = PROCESSES,
+    threads: int | None = THREADS,
+    prefetch: int | None = PREFETCH,
+) -> None:
+    """Run Dramatiq worker processes that send due jobs to the vendor, until SIGTERM."""
+    from worker.supervisor import run_workers
+
+    settings = ctx.obj.settings
+    run_workers(
+        settings,
+        processes=processes or settings.worker_processes,
+        threads=threads or settings.worker_threads,
+        prefetch=prefetch if prefetch is not None else settings.worker_prefetch,
+    )
+
+
+def run(
+    ctx: typer.Context,
+    processes: int | None = PROCESSES,
+    threads: int | None = THREADS,
+    prefetch: int | None = PREFETCH,
+) -> None:
+    """The scheduler and the workers together, for one machine."""
+    from worker.supervisor import run_all
+
+    settings = ctx.obj.settings
+    run_all(
+        settings,
+        processes=processes or settings.worker_processes,
+        threads=threads or settings.worker_threads,
+        prefetch=prefetch if prefetch is not None else settings.worker_prefetch,
+    )
+
+
+def sandbox(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8800, "--port"),
+    per_minute: int = typer.Option(600, "--per-minute", help="Calls per corp per 60 s."),
+    per_hour: int = typer.Option(36000, "--per-hour", help="Calls per corp per hour."),
+    max_in_flight: int = typer.Option(4, "--max-in-flight", help="The 5th concurrent: 10052."),
+    latency_ms: float = typer.Option(20.0, "--latency-ms"),
+    block_s: float = typer.Option(60.0, "--block-s", help="Pause after a per-minute 10053."),
+    secret: str = typer.Option("sandbox-secret", "--secret", help="The secret it accepts."),
+) -> None:
+    """A local stand-in for Weiban with its quota rules, for trying and testing."""
+    import signal
+
+    from broadcaster.sandbox import SandboxConfig, SandboxServer
+
+    config = SandboxConfig(
+        per_minute=per_minute,
+        per_hour=per_hour,
+        max_in_flight=max_in_flight,
+        latency_ms=latency_ms,
+        block_s=block_s,
+        default_secret=secret,
+    )
+    server = SandboxServer(config, host=host, port=port)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
+    ctx.obj.console.print(f"sandbox Weiban on {server.url} (secret {secret!r}); Ctrl-C stops it")
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()

@@ -1,0 +1,119 @@
+"""One worker process: a Redis broker, the `send_broadcast` actor, a Dramatiq Worker.
+
+Built explicitly from settings (no broker chosen at import time), so a test, `worker` and
+`run` all wire it the same way. The actor is registered under the name and queue the
+scheduler enqueues to (`broadcaster.messages`).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import dramatiq
+import structlog
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware
+
+from broadcaster.corps import CorpDirectory
+from broadcaster.db import make_engine
+from broadcaster.errors import BroadcasterError
+from broadcaster.messages import ACTOR_NAME, QUEUE_NAME
+from broadcaster.quota import RedisQuota
+from broadcaster.readiness import check_schema, wait_for
+from broadcaster.redis_conn import connect, resolve_redis_url
+from broadcaster.settings import Settings
+from broadcaster.store import JobStore
+from broadcaster.weiban import WeibanClient
+from worker.sender import Sender
+
+log = structlog.get_logger("broadcaster.worker")
+
+
+class BindJobContext(Middleware):
+    """Every log line of an actor run carries its job id (structlog contextvars)."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:  # type: ignore[type-arg]
+        structlog.contextvars.bind_contextvars(job_id=message.args[0] if message.args else None)
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):  # type: ignore[no-untyped-def]
+        structlog.contextvars.clear_contextvars()
+
+    after_skip_message = after_process_message
+
+
+@dataclass
+class WorkerApp:
+    broker: RedisBroker
+    worker: dramatiq.Worker
+    sender: Sender
+    client: WeibanClient
+
+    def start(self) -> None:
+        self.worker.start()
+
+    def stop(self, timeout_s: float) -> None:
+        """Stop taking messages; give calls in flight `timeout_s` to finish and commit."""
+        self.worker.stop(timeout=int(timeout_s * 1000))
+        self.client.close()
+
+
+def build_sender(settings: Settings, redis_url: str) -> tuple[Sender, WeibanClient]:
+    redis_client = connect(redis_url)
+    corps = CorpDirectory(settings)
+    store = JobStore(make_engine(settings.database_url), default_corp=settings.weiban_corp_id)
+    quota = RedisQuota(
+        redis_client,
+        corps.limits,
+        slot_lease_s=2 * settings.weiban_timeout_s + 5,
+        block_s=settings.weiban_block_s,
+        block_max_s=settings.weiban_block_max_s,
+    )
+    client = WeibanClient(
+        settings.weiban_base_url, corps, redis_client, timeout_s=settings.weiban_timeout_s
+    )
+    return Sender(store, quota, client, settings), client
+
+
+def build_worker_app(
+    settings: Settings, *, threads: int, prefetch: int = 0, stop: threading.Event | None = None
+) -> WorkerApp:
+    """Wait for the database, Redis and the vendor, then wire a Dramatiq Worker."""
+    stop = stop or threading.Event()
+    engine = make_engine(settings.database_url)
+    wait_for(lambda: check_schema(engine), "database", stop)
+    engine.dispose()
+    redis_url = resolve_redis_url(settings)
+    redis_client = wait_for(lambda: connect(redis_url), "redis", stop)
+    sender, client = build_sender(settings, redis_url)
+    wait_for(lambda: check_vendor(client, settings), "vendor", stop)
+
+    broker = RedisBroker(client=redis_client, middleware=[BindJobContext()])
+
+    def send_broadcast(job_id: int) -> None:
+        try:
+            sender.send(job_id)
+        except BroadcasterError as exc:
+            # The row stays `queued` (or `sending`): the sweep takes it from there.
+            log.error("send_failed", job_id=job_id, error=str(exc))
+
+    dramatiq.Actor(
+        send_broadcast,
+        broker=broker,
+        actor_name=ACTOR_NAME,
+        queue_name=QUEUE_NAME,
+        priority=0,
+        options={},
+    )
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    # Dramatiq prefetches 2 x threads by default; a message prefetched is a message
+    # another process cannot take. Threads + 2 keeps every thread fed.
+    worker.queue_prefetch = prefetch or threads + 2
+    return WorkerApp(broker, worker, sender, client)
+
+
+def check_vendor(client: WeibanClient, settings: Settings) -> bool:
+    """The default corp can get a token: the base URL answers and the secret is right."""
+    if settings.weiban_corp_id and settings.weiban_secret is not None:
+        client.tokens.get(settings.weiban_corp_id)
+    return True

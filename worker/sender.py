@@ -1,0 +1,139 @@
+"""The body of the `send_broadcast(job_id)` actor.
+
+Safe to run twice for one message (Dramatiq delivers at least once): the job is re-read,
+and only the delivery whose compare-and-set moves it `queued` -> `sending` calls the
+vendor. The `sending` row is committed before the call, so a worker killed mid-call leaves
+evidence the sweep turns into `unknown` rather than a silent resend.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+import structlog
+
+from broadcaster.delivery import Decision, backoff_s, decide
+from broadcaster.errors import JobStoreError, VendorBlocked, VendorBusy, VendorError
+from broadcaster.quota import QuotaWait, RedisQuota
+from broadcaster.settings import Settings
+from broadcaster.status import JobStatus
+from broadcaster.store import JobStore, SendingJob
+from broadcaster.timeutil import utcnow
+from broadcaster.weiban import CREATE_API
+
+log = structlog.get_logger("broadcaster.worker")
+
+
+class Vendor(Protocol):
+    def create_group_message(self, corp_id: str, body: str) -> None: ...
+
+
+class Sender:
+    def __init__(
+        self,
+        store: JobStore,
+        quota: RedisQuota,
+        vendor: Vendor,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.quota = quota
+        self.vendor = vendor
+        self.settings = settings
+        self.clock = clock
+        self.rng = rng
+
+    def send(self, job_id: int) -> str:
+        """Handle one broker message; returns what happened (for logs and tests)."""
+        seen = self.store.peek(job_id)
+        if seen is None or seen.status != JobStatus.QUEUED:
+            log.debug("message_ignored", job_id=job_id, status=seen and seen.status)
+            return "ignored"
+        corp_id = seen.corp_id or self.store.default_corp or ""
+        try:
+            slot = self.quota.acquire(
+                corp_id, CREATE_API, max_wait_s=self.settings.worker_max_quota_wait_s
+            )
+        except QuotaWait as wait:
+            return self._wait_for_quota(job_id, wait)
+        try:
+            job = self.store.start_sending(job_id, self.clock(), self.settings.sending_lease_s)
+            if job is None:
+                log.debug("lost_claim", job_id=job_id)
+                return "ignored"
+            started_at, started = self.clock(), time.monotonic()
+            error = self._call(job)
+        finally:
+            self.quota.release(slot)
+        decision = self._decide(job, error)
+        self._finish(job, decision, started_at, int((time.monotonic() - started) * 1000))
+        return decision.outcome
+
+    def _call(self, job: SendingJob) -> VendorError | None:
+        try:
+            self.vendor.create_group_message(job.corp_id, job.payload)
+        except VendorError as error:
+            return error
+        return None
+
+    def _decide(self, job: SendingJob, error: VendorError | None) -> Decision:
+        block_s = 0.0
+        if isinstance(error, VendorBlocked):
+            block_s = self.quota.on_blocked(job.corp_id, CREATE_API)
+            log.warning("vendor_blocked", job_id=job.id, corp_id=job.corp_id, pause_s=block_s)
+        elif isinstance(error, VendorBusy):
+            cap = self.quota.on_busy(job.corp_id, CREATE_API)
+            log.warning("vendor_busy", job_id=job.id, corp_id=job.corp_id, in_flight_cap=cap)
+        return decide(
+            error,
+            attempts_before=job.attempts,
+            max_attempts=job.max_attempts,
+            on_ambiguous=self.settings.weiban_on_ambiguous,
+            backoff=lambda n: backoff_s(
+                n, base_s=self.settings.retry_base_s, max_s=self.settings.retry_max_s, rng=self.rng
+            ),
+            block_s=block_s + self.rng(),
+        )
+
+    def _finish(
+        self, job: SendingJob, decision: Decision, started_at: datetime, duration_ms: int
+    ) -> None:
+        """Commit the outcome; a database blip is retried for a while, since the only
+        alternative is letting the lease run out and calling a sent job `unknown`."""
+        deadline = time.monotonic() + self.settings.sending_lease_s / 2
+        while True:
+            try:
+                self.store.finish(job, decision, self.clock(), started_at, duration_ms)
+                break
+            except JobStoreError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("finish_retry", job_id=job.id, error=str(exc))
+                time.sleep(0.5)
+        event = {"sent": "job_sent", "rejected": "job_failed", "ambiguous": "job_unknown"}.get(
+            decision.outcome, "job_retry"
+        )
+        if decision.status == JobStatus.FAILED:
+            event = "job_failed"
+        log.info(
+            event,
+            job_id=job.id,
+            corp_id=job.corp_id,
+            status=decision.status,
+            errcode=decision.errcode,
+            error=decision.error,
+            ms=duration_ms,
+        )
+
+    def _wait_for_quota(self, job_id: int, wait: QuotaWait) -> str:
+        delay = wait.retry_after_s + self.rng() * 0.1
+        self.store.requeue_later(job_id, self.clock(), delay)
+        log.debug("quota_wait", job_id=job_id, retry_in_s=round(delay, 3), blocked=wait.blocked)
+        return "blocked" if wait.blocked else "quota_wait"
