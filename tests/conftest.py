@@ -138,3 +138,14 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+# ---------------------------------------------------------------- the vendor
+@pytest.fixture
+def sandbox() -> Iterator[Any]:
+    """The sandbox vendor on a free loopback port, real HTTP, Weiban's default quota."""
+    from broadcaster.sandbox import SandboxConfig, SandboxServer
+
+    server = SandboxServer(SandboxConfig(latency_ms=5)).start()
+    yield server
+    server.stop()

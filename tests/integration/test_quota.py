@@ -1,0 +1,111 @@
+"""The Redis quota limiter: pace, windows, in-flight leases, the vendor's block."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from broadcaster.corps import QuotaLimits
+from broadcaster.quota import QuotaWait, RedisQuota
+
+
+def make_quota(client: redis.Redis, lease_s: float = 15, **limits: float) -> RedisQuota:
+    quota_limits = QuotaLimits(**limits)  # type: ignore[arg-type]
+    return RedisQuota(
+        client, lambda _corp: quota_limits, slot_lease_s=lease_s, block_s=1.0, block_max_s=4.0
+    )
+
+
+def hammer(quota: RedisQuota, calls: int, threads: int, hold_s: float) -> tuple[list[float], int]:
+    """`threads` callers take `calls` slots between them; returns start times, peak in-flight."""
+    starts: list[float] = []
+    lock = threading.Lock()
+    state = {"in_flight": 0, "peak": 0}
+
+    def caller() -> None:
+        while True:
+            with lock:
+                if len(starts) >= calls:
+                    return
+            try:
+                with quota.slot("corp", "api", max_wait_s=2):
+                    with lock:
+                        starts.append(time.monotonic())
+                        state["in_flight"] += 1
+                        state["peak"] = max(state["peak"], state["in_flight"])
+                    time.sleep(hold_s)
+                    with lock:
+                        state["in_flight"] -= 1
+            except QuotaWait as wait:
+                time.sleep(wait.retry_after_s)
+
+    workers = [threading.Thread(target=caller) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sorted(starts)[:calls], state["peak"]
+
+
+def test_calls_are_paced_evenly_at_the_per_minute_rate(redis_client: redis.Redis) -> None:
+    quota = make_quota(redis_client, per_minute=3000, max_in_flight=4)
+    starts, peak = hammer(quota, calls=200, threads=16, hold_s=0.01)
+    rate = (len(starts) - 1) / (starts[-1] - starts[0])
+    assert 0.97 * 50 <= rate <= 50.5, f"{rate:.2f}/s against 50/s allowed"
+    worst_second = max(sum(1 for t in starts if s <= t < s + 1) for s in starts)
+    assert worst_second <= 52, "no bursts: any one second holds about 50 calls"
+    assert peak <= 4
+
+
+def test_in_flight_never_exceeds_the_cap(redis_client: redis.Redis) -> None:
+    quota = make_quota(redis_client, per_minute=60000, max_in_flight=4)
+    _starts, peak = hammer(quota, calls=80, threads=12, hold_s=0.05)
+    assert peak == 4
+
+
+def test_a_slot_of_a_killed_worker_expires_with_its_lease(redis_client: redis.Redis) -> None:
+    quota = make_quota(redis_client, lease_s=0.5, per_minute=60000, max_in_flight=1)
+    quota.acquire("corp", "api", max_wait_s=1)  # never released: the worker "died"
+    with pytest.raises(QuotaWait):
+        quota.acquire("corp", "api", max_wait_s=0.2)
+    time.sleep(0.35)
+    slot = quota.acquire("corp", "api", max_wait_s=1)
+    assert slot.waited_s < 1
+
+
+def test_the_hour_window_is_a_hard_cap(redis_client: redis.Redis) -> None:
+    quota = make_quota(redis_client, per_minute=6000, per_hour=3)
+    for _ in range(3):
+        quota.release(quota.acquire("corp", "api", max_wait_s=1))
+    with pytest.raises(QuotaWait) as waited:
+        quota.acquire("corp", "api", max_wait_s=1)
+    assert 3590 < waited.value.retry_after_s <= 3601
+
+
+def test_a_vendor_block_pauses_every_caller_and_escalates_on_repeats(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    quota = make_quota(redis_client, per_minute=6000)
+    other_process = make_quota(redis.Redis.from_url(redis_url), per_minute=6000)
+    assert quota.on_blocked("corp", "api") == pytest.approx(1.0)
+    assert quota.on_blocked("corp", "api") < 1.0, "a 10053 during the block does not extend it"
+    with pytest.raises(QuotaWait) as waited:
+        other_process.acquire("corp", "api", max_wait_s=5)
+    assert waited.value.blocked and 0 < waited.value.retry_after_s <= 1.0
+    time.sleep(1.05)
+    quota.release(quota.acquire("corp", "api", max_wait_s=1))  # block over: flowing again
+    assert quota.on_blocked("corp", "api") == pytest.approx(2.0), "a repeat doubles"
+    assert quota.blocked_for("corp", "api") > 1.5
+
+
+def test_busy_lowers_the_in_flight_cap_for_a_while(redis_client: redis.Redis) -> None:
+    quota = make_quota(redis_client, per_minute=60000, max_in_flight=2)
+    assert quota.on_busy("corp", "api") == 1
+    assert quota.on_busy("corp", "api") == 1, "never below one"
+    held = quota.acquire("corp", "api", max_wait_s=1)
+    with pytest.raises(QuotaWait):
+        quota.acquire("corp", "api", max_wait_s=0.2)
+    quota.release(held)

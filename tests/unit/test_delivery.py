@@ -1,0 +1,127 @@
+"""The outcome table of DESIGN §4, walked row by row, and the vendor's answers sorted."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from broadcaster.delivery import backoff_s, decide
+from broadcaster.errors import (
+    CredentialsRejected,
+    OutcomeUnknown,
+    TokenRejected,
+    VendorBlocked,
+    VendorBusy,
+    VendorError,
+    VendorRejected,
+    VendorUnreachable,
+)
+from broadcaster.status import JobStatus
+from broadcaster.weiban import classify_errcode, classify_transport, read_response
+
+S, F, U = JobStatus.SCHEDULED, JobStatus.FAILED, JobStatus.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("error", "attempts_before", "policy", "status", "counts", "retry_in"),
+    [
+        (None, 0, "unknown", JobStatus.SENT, True, None),
+        (VendorUnreachable("refused"), 0, "unknown", S, True, 4.0),
+        (VendorUnreachable("refused"), 4, "unknown", F, True, None),  # 5th of 5
+        (TokenRejected("10001 twice", errcode=10001), 1, "unknown", S, True, 8.0),
+        (VendorBusy("10052", errcode=10052), 4, "unknown", S, False, 1.0),
+        (VendorBlocked("10053", errcode=10053), 4, "unknown", S, False, 60.0),
+        (CredentialsRejected("bad secret"), 0, "unknown", S, False, 60.0),
+        (VendorRejected("bad body", errcode=20001), 0, "unknown", F, True, None),
+        (OutcomeUnknown("read timeout"), 0, "unknown", U, True, None),
+        (OutcomeUnknown("read timeout"), 0, "retry", S, True, 4.0),
+        (OutcomeUnknown("read timeout"), 4, "retry", F, True, None),
+    ],
+)
+def test_each_outcome_leads_to_its_documented_next_state(
+    error: VendorError | None,
+    attempts_before: int,
+    policy: str,
+    status: JobStatus,
+    counts: bool,
+    retry_in: float | None,
+) -> None:
+    decision = decide(
+        error,
+        attempts_before=attempts_before,
+        max_attempts=5,
+        on_ambiguous=policy,  # type: ignore[arg-type]
+        backoff=lambda n: 4.0 * 2 ** (n - 1),
+        block_s=60.0,
+    )
+    assert (decision.status, decision.counts_attempt, decision.retry_in_s) == (
+        status,
+        counts,
+        retry_in,
+    )
+    if error is not None:
+        assert decision.error and str(error) in decision.error
+        assert decision.errcode == error.errcode
+
+
+def test_backoff_doubles_with_jitter_and_is_capped() -> None:
+    low = [backoff_s(n, base_s=5, max_s=60, rng=lambda: 0.0) for n in range(1, 7)]
+    high = [backoff_s(n, base_s=5, max_s=60, rng=lambda: 1.0) for n in range(1, 7)]
+    assert high == [5, 10, 20, 40, 60, 60]
+    assert low == [2.5, 5, 10, 20, 30, 30]
+
+
+@pytest.mark.parametrize(
+    ("errcode", "kind"),
+    [
+        (0, None),
+        (10001, TokenRejected),
+        (10052, VendorBusy),
+        (10053, VendorBlocked),
+        (20001, VendorRejected),
+        (10002, VendorRejected),
+        (-1, VendorRejected),
+    ],
+)
+def test_errcodes_are_sorted_by_what_to_do_next(errcode: int, kind: type | None) -> None:
+    error = classify_errcode(errcode, "说明", "POST /x")
+    assert (type(error) if error else None) is kind
+    if error is not None:
+        assert error.errcode == errcode and "说明" in str(error)
+
+
+REQUEST = httpx.Request("POST", "https://v/open-api/x?access_token=SECRET-TOKEN")
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (httpx.ConnectError("[Errno 111] Connection refused", request=REQUEST), VendorUnreachable),
+        (httpx.ConnectTimeout("timed out", request=REQUEST), VendorUnreachable),
+        (httpx.PoolTimeout("no connection", request=REQUEST), VendorUnreachable),
+        (httpx.ReadTimeout("timed out", request=REQUEST), OutcomeUnknown),
+        (httpx.WriteTimeout("timed out", request=REQUEST), OutcomeUnknown),
+        (httpx.RemoteProtocolError("Server disconnected", request=REQUEST), OutcomeUnknown),
+        (httpx.ReadError("Connection reset by peer", request=REQUEST), OutcomeUnknown),
+    ],
+)
+def test_transport_errors_split_into_not_sent_and_maybe_sent(
+    exc: httpx.HTTPError, kind: type
+) -> None:
+    error = classify_transport(exc, "POST /open-api/customer_group_msg/add")
+    assert type(error) is kind
+    assert "SECRET-TOKEN" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("status", "content", "kind"),
+    [
+        (502, b"<html>bad gateway</html>", OutcomeUnknown),
+        (200, b"<html>not json</html>", OutcomeUnknown),
+        (200, b'{"no": "errcode"}', OutcomeUnknown),
+        (404, b"not found", VendorRejected),
+    ],
+)
+def test_odd_answers_are_classified(status: int, content: bytes, kind: type) -> None:
+    with pytest.raises(kind):
+        read_response(httpx.Response(status, content=content, request=REQUEST), "POST /x")
