@@ -10,6 +10,7 @@ children, so they all join it.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -40,7 +41,7 @@ def worker_process_main(threads: int, prefetch: int) -> None:
     except Stopped:
         return
     app.start()
-    log.info("worker_started", threads=threads, prefetch=app.worker.queue_prefetch)
+    log.info("worker_started", pid=os.getpid(), threads=threads, prefetch=app.worker.queue_prefetch)
     stop.wait()
     log.info("worker_stopping", grace_s=settings.worker_shutdown_s)
     app.stop(settings.worker_shutdown_s)
