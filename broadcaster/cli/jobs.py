@@ -13,7 +13,7 @@ from broadcaster.errors import InvalidJob
 from broadcaster.status import JobStatus
 from broadcaster.timeutil import utcnow
 
-app = typer.Typer(help="Inspect and act on single jobs.", no_args_is_help=True)
+app = typer.Typer(help="Inspect and act on jobs: list, show, cancel, retry, resolve.", no_args_is_help=True)
 
 LIST_COLUMNS = ("id", "status", "corp_id", "campaign", "send_at", "attempts", "last_error")
 
@@ -89,3 +89,37 @@ def cancel(
     cli.console.print(f"campaign {campaign}: {cancelled} jobs cancelled")
     if sending:
         cli.console.print(f"{sending} jobs already sending could not be cancelled")
+
+
+@app.command()
+def retry(ctx: typer.Context, job_id: int) -> None:
+    """Send a `failed` job again, with a fresh set of attempts."""
+    cli: CliContext = ctx.obj
+    cli.store.retry(job_id, utcnow())
+    cli.console.print(f"job {job_id} scheduled again")
+
+
+@app.command()
+def resolve(
+    ctx: typer.Context,
+    job_id: int,
+    sent: bool = typer.Option(False, "--sent", help="The message exists at the vendor."),
+    resend: bool = typer.Option(False, "--resend", help="It does not: send it again."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Settle an `unknown` job: mark it sent, or send it again.
+
+    Check the vendor's console first: an `unknown` job's call may have created the
+    message, and resending it would reach the same groups twice.
+    """
+    cli: CliContext = ctx.obj
+    if sent == resend:
+        raise InvalidJob("say --sent (it exists at the vendor) or --resend (it does not)")
+    job = cli.store.get(job_id)
+    if job.status != JobStatus.UNKNOWN:
+        raise InvalidJob(f"job {job_id} is {job.status}, not unknown; nothing to resolve")
+    action = "mark it sent" if sent else "SEND IT AGAIN (the groups may get it twice)"
+    if not yes:
+        typer.confirm(f"job {job_id} ({job.campaign or 'no campaign'}): {action}?", abort=True)
+    cli.store.resolve(job_id, utcnow(), sent=sent)
+    cli.console.print(f"job {job_id} " + ("marked sent" if sent else "scheduled to be resent"))
