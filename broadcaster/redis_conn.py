@@ -28,6 +28,15 @@ def start_embedded_redis(path: Path) -> str:
     return f"unix://{server.socket_file}"
 
 
+def stop_embedded_redis() -> None:
+    """Shut down the embedded servers this process started (the demo cleans up)."""
+    while _embedded:
+        server = _embedded.pop()
+        cleanup = getattr(server, "_cleanup", None)
+        if cleanup is not None:
+            cleanup()
+
+
 def resolve_redis_url(settings: Settings) -> str:
     """The Redis URL to use, starting the embedded server when REDIS_URL is unset.
 

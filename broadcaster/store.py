@@ -526,6 +526,29 @@ class JobStore:
             ).scalar_one()
         return cancelled, sending
 
+    def lateness_s(self, since: datetime) -> list[float]:
+        """Seconds from send_at to the start of the successful call, for jobs sent since."""
+        query = (
+            select(attempts.c.started_at, jobs.c.send_at)
+            .join(jobs, jobs.c.id == attempts.c.job_id)
+            .where(attempts.c.outcome == "sent", attempts.c.started_at >= since)
+        )
+        with self._begin() as connection:
+            rows = connection.execute(query).all()
+        return [(row.started_at - row.send_at).total_seconds() for row in rows]
+
+    def failures(self, limit: int = 20) -> list[Row[Any]]:
+        """Failed jobs grouped by reason, most common first."""
+        query = (
+            select(jobs.c.last_error, func.count().label("n"))
+            .where(jobs.c.status == JobStatus.FAILED)
+            .group_by(jobs.c.last_error)
+            .order_by(func.count().desc())
+            .limit(limit)
+        )
+        with self._begin() as connection:
+            return list(connection.execute(query).all())
+
     def status_counts(self) -> list[Row[Any]]:
         """(corp_id, campaign, status, count) for every group present."""
         query = (

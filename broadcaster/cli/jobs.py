@@ -13,7 +13,9 @@ from broadcaster.errors import InvalidJob
 from broadcaster.status import JobStatus
 from broadcaster.timeutil import utcnow
 
-app = typer.Typer(help="Inspect and act on jobs: list, show, cancel, retry, resolve.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect and act on jobs: list, show, cancel, retry, resolve.", no_args_is_help=True
+)
 
 LIST_COLUMNS = ("id", "status", "corp_id", "campaign", "send_at", "attempts", "last_error")
 

@@ -1,49 +1,42 @@
-"""`broadcaster status`: counts by corp, campaign and status, and how far behind we are."""
+"""`broadcaster status`: the operator's view, once or refreshed with `--watch`."""
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import time
+from typing import Any
 
 import typer
+from rich.console import Group
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from broadcaster.cli.context import CliContext
+from broadcaster.corps import CorpDirectory
+from broadcaster.errors import BroadcasterError
+from broadcaster.quota import RedisQuota
+from broadcaster.redis_conn import connect
+from broadcaster.report import collect
 from broadcaster.status import JobStatus
-from broadcaster.timeutil import utcnow
 
 
 def register(app: typer.Typer) -> None:
     app.command(name="status")(status)
 
 
-def collect(cli: CliContext) -> dict:  # type: ignore[type-arg]
-    now = utcnow()
-    groups: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-    totals: dict[str, int] = defaultdict(int)
-    for row in cli.store.status_counts():
-        groups[(row.corp_id or "(default)", row.campaign or "")][row.status] = row.n
-        totals[row.status] += row.n
-    oldest_due = cli.store.oldest_due(now)
-    return {
-        "now": now.isoformat(),
-        "totals": dict(totals),
-        "groups": [
-            {"corp_id": corp, "campaign": campaign, "counts": counts}
-            for (corp, campaign), counts in sorted(groups.items())
-        ],
-        "oldest_due": oldest_due.isoformat() if oldest_due else None,
-        "behind_s": round((now - oldest_due).total_seconds(), 3) if oldest_due else 0.0,
-    }
+def _quota(cli: CliContext, corps: CorpDirectory) -> RedisQuota | str:
+    """Quota figures live in Redis, or a line saying why there are none."""
+    if not cli.settings.redis_url:
+        return "REDIS_URL is unset (an embedded Redis lives only while `run` runs)"
+    try:
+        client = connect(cli.settings.redis_url)
+    except BroadcasterError as exc:
+        return str(exc)
+    return RedisQuota(client, corps.limits, slot_lease_s=1)
 
 
-def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Job counts per corp and campaign, and the age of the oldest due job."""
-    cli: CliContext = ctx.obj
-    report = collect(cli)
-    if as_json:
-        cli.console.print_json(json.dumps(report, ensure_ascii=False))
-        return
+def render(report: dict[str, Any]) -> Group:
     statuses = [status.value for status in JobStatus]
     table = Table("corp", "campaign", *statuses, title="broadcast jobs")
     for group in report["groups"]:
@@ -52,8 +45,69 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
             group["corp_id"], group["campaign"], *(str(counts.get(s, "")) for s in statuses)
         )
     table.add_row("[bold]total[/]", "", *(str(report["totals"].get(s, "")) for s in statuses))
-    cli.console.print(table)
-    behind = report["behind_s"]
-    cli.console.print(
-        f"oldest due job waiting: {behind:.1f}s" if report["oldest_due"] else "nothing due"
-    )
+    parts: list[Any] = [table]
+    quota = report["quota"]
+    if "error" in quota:
+        parts.append(Text(f"quota: {quota['error']}"))
+    else:
+        quota_table = Table(
+            "corp",
+            "calls last 60 s",
+            "limit",
+            "used",
+            "in flight",
+            "blocked",
+            title="vendor quota (customer_group_msg/add)",
+        )
+        for corp, q in quota.items():
+            blocked = f"{q['blocked_for_s']:.0f}s left" if q["blocked_for_s"] else ""
+            quota_table.add_row(
+                corp,
+                str(q["calls_last_minute"]),
+                str(q["per_minute_limit"]),
+                f"{q['used_pct']}%",
+                str(q["in_flight"]),
+                blocked,
+            )
+        parts.append(quota_table)
+    late = report["lateness_last_hour_s"]
+    lines = [
+        f"oldest due job waiting: {report['behind_s']:.1f}s"
+        if report["oldest_due"]
+        else "nothing due",
+        f"lateness over the last hour (call start - send_at), {late['count']} sent: "
+        f"p50 {late['p50']}s, p99 {late['p99']}s"
+        if late["count"]
+        else "nothing sent in the last hour",
+    ]
+    if report["awaiting_decision"]:
+        lines.append(
+            f"{report['awaiting_decision']} unknown jobs await a decision: "
+            "broadcaster jobs list --status unknown"
+        )
+    parts.append(Text("\n".join(lines)))
+    return Group(*parts)
+
+
+def status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json"),
+    watch: float | None = typer.Option(None, "--watch", help="Refresh every N seconds."),
+) -> None:
+    """Counts per corp and campaign, lateness, quota use, vendor blocks, unknown jobs."""
+    cli: CliContext = ctx.obj
+    corps = CorpDirectory(cli.settings)
+    quota = _quota(cli, corps)
+    if as_json:
+        cli.console.print_json(json.dumps(collect(cli.store, corps, quota), ensure_ascii=False))
+        return
+    if not watch:
+        cli.console.print(render(collect(cli.store, corps, quota)))
+        return
+    with Live(render(collect(cli.store, corps, quota)), console=cli.console) as live:
+        try:
+            while True:
+                time.sleep(watch)
+                live.update(render(collect(cli.store, corps, quota)))
+        except KeyboardInterrupt:
+            pass
