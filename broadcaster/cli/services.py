@@ -14,6 +14,18 @@ def register(app: typer.Typer) -> None:
     app.command(name="worker")(worker)
     app.command(name="run")(run)
     app.command(name="sandbox")(sandbox)
+    app.command(name="demo")(demo)
+
+
+def demo(
+    ctx: typer.Context,
+    keep: bool = typer.Option(False, "--keep", help="Keep broadcaster-demo.db here to inspect."),
+) -> None:
+    """The whole thing on embedded defaults against the sandbox, in about a minute."""
+    from broadcaster.demo import run_demo
+
+    if not run_demo(ctx.obj.console, keep=keep):
+        raise typer.Exit(code=1)
 
 
 def scheduler(ctx: typer.Context) -> None:

@@ -84,7 +84,7 @@ class SandboxState:
         self.errors: dict[int, int] = defaultdict(int)
         self.token_issued = 0
         self.calls = 0
-        self.call_log: list[tuple[float, int]] = []  # (arrival time, errcode at admission)
+        self.call_log: list[tuple[float, int, str]] = []  # (arrival, errcode at admission, corp)
 
     # ------------------------------------------------------------ tokens
     def issue_token(self, corp_id: str, secret: str) -> dict[str, Any]:
@@ -115,8 +115,8 @@ class SandboxState:
         """Admission: (corp, None) to go on, or (None, error response)."""
         with self._lock:
             self.calls += 1
-            self.call_log.append((time.time(), 0))
             corp = self._corp_of(token)
+            self.call_log.append((time.time(), 0, corp or ""))
             if corp is None:
                 return None, self._error(ERR_TOKEN, "access_token无效或已过期")
             counters = self._corps[corp]
@@ -177,7 +177,7 @@ class SandboxState:
     def _error(self, code: int, message: str) -> dict[str, Any]:
         self.errors[code] += 1
         if code in (ERR_TOKEN, ERR_CONCURRENCY, ERR_FREQUENCY) and self.call_log:
-            self.call_log[-1] = (self.call_log[-1][0], code)
+            self.call_log[-1] = (self.call_log[-1][0], code, self.call_log[-1][2])
         return {"errcode": code, "errmsg": message}
 
     # ------------------------------------------------------------ inspection
