@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
 
 from broadcaster import migrate
 from broadcaster.db import make_engine
@@ -72,7 +72,7 @@ def pg_url() -> Iterator[str]:
         connection.execute(text(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)"))
         connection.execute(text(f"CREATE DATABASE {PG_DB}"))
     admin.dispose()
-    url = found.url.rsplit("/", 1)[0] + f"/{PG_DB}"
+    url = make_url(found.url).set(database=PG_DB).render_as_string(hide_password=False)
     engine = make_engine(url)
     migrate.upgrade(engine)
     engine.dispose()

