@@ -1,0 +1,123 @@
+"""What the benchmarks share: services, a fresh database, the service as processes,
+statistics of the sandbox's record."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import make_url, text
+
+from broadcaster import migrate
+from broadcaster.db import make_engine
+from broadcaster.sandbox import SandboxServer
+from tests.services import find_postgres, find_redis
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
+BENCH_DB = "broadcaster_bench"
+
+
+def redis_url() -> str:
+    url = os.environ.get("BENCH_REDIS_URL") or find_redis().url
+    assert url
+    if url.startswith("redis://"):
+        url = url.rsplit("/", 1)[0] + "/5"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+def fresh_database(kind: str) -> str:
+    """An empty migrated database: PostgreSQL `broadcaster_bench`, or a temp SQLite file."""
+    if kind == "sqlite":
+        path = Path(tempfile.mkdtemp(prefix="broadcaster-bench-")) / "bench.db"
+        url = f"sqlite:///{path}"
+    else:
+        base = os.environ.get("BENCH_PG_URL") or find_postgres().url
+        if base is None:
+            raise SystemExit("no PostgreSQL: set BENCH_PG_URL")
+        admin = make_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
+            connection.execute(text(f"CREATE DATABASE {BENCH_DB}"))
+        admin.dispose()
+        url = make_url(base).set(database=BENCH_DB).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def service(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    environment = {**os.environ, "LOG_LEVEL": "WARNING", **env}
+    return subprocess.Popen(
+        [sys.executable, "-m", "broadcaster.cli.main", *args],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(40)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def wait_for(check: Callable[[], Any], timeout: float, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"no result in {timeout}s")
+
+
+def created_times(sandbox: SandboxServer) -> list[float]:
+    return sorted(m["received_at"] for m in sandbox.state.created_list())
+
+
+def rate_between(times: list[float], start: float, end: float) -> float:
+    return sum(1 for t in times if start <= t < end) / (end - start)
+
+
+def worst_window(times: list[float], seconds: float) -> int:
+    """The most calls in any sliding window of `seconds`."""
+    worst, first = 0, 0
+    for last, moment in enumerate(times):
+        while times[first] <= moment - seconds:
+            first += 1
+        worst = max(worst, last - first + 1)
+    return worst
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "" if value is None else str(value)

@@ -1,0 +1,143 @@
+"""Lateness: how long after `send_at` the vendor call starts, with the quota out of the way.
+
+    .venv/bin/python -m bench.lateness [--quick] [--jobs 600]
+
+Two kinds of rows on SQLite and PostgreSQL: rows scheduled ahead at staggered times, and
+rows inserted already due while the service runs. Lateness = the sandbox's arrival time −
+send_at (for rows inserted due: − the moment of the insert). Baseline in the same run: a
+plain `time.sleep` timer waking at each send_at. SQLite has no NOTIFY, so it runs with
+SCHEDULER_POLL_INTERVAL_S=0.05 (the default 1 s bounds its lateness for rows inserted due).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from bench.common import fresh_database, redis_url, service, stop, table, wait_for
+from bench.quota import BODY
+from broadcaster import schedule_many
+from broadcaster.db import make_engine
+from broadcaster.report import percentile
+from broadcaster.sandbox import SandboxConfig, SandboxServer
+from broadcaster.store import JobStore
+
+
+def stats(values: list[float]) -> dict[str, float | None]:
+    ms = [v * 1000 for v in values]
+    return {
+        "p50_ms": percentile(ms, 0.5),
+        "p99_ms": percentile(ms, 0.99),
+        "max_ms": max(ms) if ms else None,
+        "n": len(ms),
+    }
+
+
+def arrival_by_name(sandbox: SandboxServer) -> dict[str, float]:
+    return {m["body"]["name"]: m["received_at"] - 0.0 for m in sandbox.state.created_list()}
+
+
+def run(kind: str, jobs: int) -> tuple[dict, dict]:
+    db, broker = fresh_database(kind), redis_url()
+    sandbox = SandboxServer(
+        SandboxConfig(per_minute=10**6, per_hour=10**8, max_in_flight=1000, latency_ms=0)
+    ).start()
+    store = JobStore(make_engine(db), default_corp="corp-a")
+    process = service(
+        ["run", "--processes", "1", "--threads", "8"],
+        {
+            "DATABASE_URL": db,
+            "REDIS_URL": broker,
+            "WEIBAN_BASE_URL": sandbox.url,
+            "WEIBAN_CORP_ID": "corp-a",
+            "WEIBAN_SECRET": "sandbox-secret",
+            "WEIBAN_QUOTA_PER_MINUTE": str(10**6),
+            "WEIBAN_QUOTA_PER_HOUR": str(10**8),
+            "WEIBAN_MAX_IN_FLIGHT": "1000",
+            "SCHEDULER_POLL_INTERVAL_S": "0.05" if kind == "sqlite" else "1.0",
+        },
+    )
+    try:
+        warm = schedule_many([{"payload": {**BODY, "name": "warm-up"}}], store=store)
+        wait_for(lambda: arrival_by_name(sandbox).get("warm-up"), timeout=60)
+        start = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=2)
+        spacing = 6.0 / jobs
+        ahead = {f"ahead-{i}": start + timedelta(seconds=i * spacing) for i in range(jobs)}
+        schedule_many(
+            [{"payload": {**BODY, "name": name}, "send_at": at} for name, at in ahead.items()],
+            store=store,
+        )
+        inserted = insert_due_rows(store, jobs // 4, after=start)
+        wait_for(lambda: len(arrival_by_name(sandbox)) >= jobs + jobs // 4 + 1, timeout=60)
+    finally:
+        stop(process)
+        sandbox.stop()
+    arrival = arrival_by_name(sandbox)
+    ahead_late = [arrival[n] - at.replace(tzinfo=UTC).timestamp() for n, at in ahead.items()]
+    due_late = [arrival[n] - moment for n, moment in inserted.items()]
+    del warm
+    return stats(ahead_late), stats(due_late)
+
+
+def insert_due_rows(store: JobStore, count: int, after: datetime) -> dict[str, float]:
+    """Plain SQL inserts of rows due now, spread over the run, from another thread."""
+    moments: dict[str, float] = {}
+
+    def producer() -> None:
+        time.sleep(max(0.0, after.replace(tzinfo=UTC).timestamp() - time.time()))
+        for number in range(count):
+            name = f"due-{number}"
+            with store.engine.begin() as connection:
+                connection.exec_driver_sql(
+                    "INSERT INTO broadcast_jobs (corp_id, payload) VALUES ('corp-a', %s)"
+                    if store.engine.dialect.name == "postgresql"
+                    else "INSERT INTO broadcast_jobs (corp_id, payload) VALUES ('corp-a', ?)",
+                    (json.dumps({**BODY, "name": name}),),
+                )
+            moments[name] = time.time()
+            time.sleep(6.0 / count)
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    thread.join()
+    return moments
+
+
+def sleep_timer(jobs: int) -> dict:
+    start = time.time() + 0.5
+    late = []
+    for number in range(jobs):
+        due = start + number * 6.0 / jobs
+        time.sleep(max(0.0, due - time.time()))
+        late.append(time.time() - due)
+    return stats(late)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--jobs", type=int, default=None)
+    args = parser.parse_args()
+    jobs = args.jobs or (200 if args.quick else 600)
+    rows = []
+    for kind in ("sqlite", "postgresql"):
+        print(f"{kind}: {jobs} rows ahead + {jobs // 4} inserted due …", flush=True)
+        ahead, due = run(kind, jobs)
+        rows.append({"case": f"{kind}, scheduled ahead", **ahead})
+        rows.append({"case": f"{kind}, inserted due", **due})
+    baseline = sleep_timer(jobs)
+    rows.append({"case": "baseline: time.sleep timer", **baseline})
+    print(table(rows, ["case", "n", "p50_ms", "p99_ms", "max_ms"]))
+    print(
+        "target: p99 ≤ 100 ms; ratio to the sleep timer's p99: "
+        + ", ".join(
+            f"{r['case']}: {r['p99_ms'] / max(baseline['p99_ms'], 0.001):.0f}x" for r in rows[:-1]
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
