@@ -78,14 +78,14 @@ def test_a_vendor_block_stops_every_call_for_its_window_then_delivery_resumes(
         wait_until(lambda: all_sent(store, ids), timeout=60, every=0.2)
     finally:
         service.stop()
-    blocked_at = next(t for t, code in vendor.state.call_log if code == 10053)
+    blocked_at = next(t for t, code, _corp in vendor.state.call_log if code == 10053)
     calls_in_block = [
         (t - blocked_at, c)
-        for t, c in vendor.state.call_log
+        for t, c, _corp in vendor.state.call_log
         if blocked_at + 0.1 < t < blocked_at + 3.0
     ]
     assert calls_in_block == [], "no call reached the vendor during the block"
-    resumed = min(t for t, c in vendor.state.call_log if t > blocked_at + 3.0 and c == 0)
+    resumed = min(t for t, c, _corp in vendor.state.call_log if t > blocked_at + 3.0 and c == 0)
     assert resumed - blocked_at < 4.5, "delivery resumes soon after the block ends"
     report = delivery_report(store, vendor, ids)
     assert report["duplicates"] == {} and len(report["created"]) == 300
