@@ -234,6 +234,7 @@ def save_chart(
     rate_axis.step(range(len(buckets)), buckets, where="post", label="sent per second")
     rate_axis.axhline(PER_MINUTE / 60, color="red", linestyle="--", label="quota (per_minute/60)")
     rate_axis.set_ylabel("calls / s")
+    rate_axis.set_ylim(0, max([*buckets, PER_MINUTE / 60]) * 1.15)
     rate_axis.legend(loc="lower right")
     xs = [t - started for t, _n in samples if started <= t <= started + seconds]
     ys = [n for t, n in samples if started <= t <= started + seconds]

@@ -1,8 +1,9 @@
 """`broadcaster scheduler`: the claiming loop on APScheduler.
 
-Two jobs run on a BlockingScheduler: `claim` (tick) and `sweep` (lease recovery). The
-claim job re-arms itself after each run for the moment the next row falls due, capped by
-SCHEDULER_POLL_INTERVAL_S; on PostgreSQL a LISTEN thread pulls it forward to now.
+Two jobs run on a BackgroundScheduler, while the calling thread waits on a stop Event:
+`claim` (tick) and `sweep` (lease recovery). The claim job re-arms itself after each run
+for the moment the next row falls due, capped by SCHEDULER_POLL_INTERVAL_S; on PostgreSQL
+a LISTEN thread pulls it forward to now.
 
 APScheduler's defaults would drop work silently (`misfire_grace_time=1` skips a run that
 starts over a second late, e.g. after a GC pause or a slow database; `max_instances=1`
@@ -18,13 +19,13 @@ from datetime import UTC, datetime
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from broadcaster.db import is_sqlite, make_engine
 from broadcaster.dispatch import Dispatcher, make_broker
 from broadcaster.errors import BroadcasterError
 from broadcaster.readiness import Stopped, check_schema, wait_for
-from broadcaster.redis_conn import connect, resolve_redis_url
+from broadcaster.redis_conn import connect, resolve_redis_url, stop_embedded_redis
 from broadcaster.settings import Settings
 from broadcaster.store import JobStore
 from broadcaster.timeutil import utcnow
@@ -66,7 +67,7 @@ class SchedulerRunner:
         self.service = service
         self.stop = threading.Event()
         self.latch = _WakeLatch()
-        self.aps = BlockingScheduler(
+        self.aps = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(2)},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
@@ -118,17 +119,19 @@ class SchedulerRunner:
             log.error("sweep_failed", error=str(exc))
 
     def run(self) -> None:
-        """Block until SIGTERM/SIGINT or `shutdown()`."""
+        """Block until `shutdown()` (SIGTERM/SIGINT). A stop requested before or while
+        starting is honoured too: it is an Event, not a call into a scheduler that may not
+        be running yet."""
         if self.listener:
             self.listener.start()
-        log.info("scheduler_started")
         self.aps.start()
+        log.info("scheduler_started")
+        self.stop.wait()
+        self.aps.shutdown(wait=True)
         log.info("scheduler_stopped")
 
     def shutdown(self, *_args: object) -> None:
         self.stop.set()
-        if self.aps.running:
-            self.aps.shutdown(wait=False)
 
 
 def build_runner(settings: Settings, stop: threading.Event) -> SchedulerRunner:
@@ -156,7 +159,10 @@ def run_scheduler(settings: Settings) -> None:
     signal.signal(signal.SIGINT, _on_signal)
     try:
         runner = build_runner(settings, stop)
+        if stop.is_set():
+            return
+        runner.run()
     except Stopped:
         return
-    if not stop.is_set():
-        runner.run()
+    finally:
+        stop_embedded_redis()

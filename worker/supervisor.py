@@ -20,7 +20,7 @@ import structlog
 
 from broadcaster.logs import configure_logging
 from broadcaster.readiness import Stopped
-from broadcaster.redis_conn import resolve_redis_url
+from broadcaster.redis_conn import resolve_redis_url, stop_embedded_redis
 from broadcaster.settings import Settings, load_settings
 
 log = structlog.get_logger("broadcaster.worker")
@@ -102,9 +102,12 @@ def run_workers(settings: Settings, *, processes: int, threads: int, prefetch: i
     supervisor = Supervisor(settings, processes=processes, threads=threads, prefetch=prefetch)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: supervisor.stopping.set())
-    supervisor.start()
-    supervisor.watch()
-    supervisor.stop()
+    try:
+        supervisor.start()
+        supervisor.watch()
+    finally:
+        supervisor.stop()
+        stop_embedded_redis()
 
 
 def run_all(settings: Settings, *, processes: int, threads: int, prefetch: int) -> None:
@@ -134,3 +137,4 @@ def run_all(settings: Settings, *, processes: int, threads: int, prefetch: int) 
         pass
     finally:
         supervisor.stop()
+        stop_embedded_redis()

@@ -83,6 +83,7 @@ class SandboxState:
         self.created: list[Created] = []
         self.errors: dict[int, int] = defaultdict(int)
         self.token_issued = 0
+        self.issued_tokens: list[str] = []
         self.calls = 0
         self.call_log: list[tuple[float, int, str]] = []  # (arrival, errcode at admission, corp)
 
@@ -93,6 +94,7 @@ class SandboxState:
             return {"errcode": ERR_BAD_SECRET, "errmsg": "corp_id或secret错误"}
         token = secrets.token_urlsafe(24)
         with self._lock:
+            self.issued_tokens.append(token)
             self._tokens[token] = (corp_id, time.time() + self.config.token_ttl_s)
             self.token_issued += 1
         return {

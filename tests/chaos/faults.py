@@ -1,0 +1,184 @@
+"""The faults a chaos round can inject, each with the evidence that it really hit."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+if TYPE_CHECKING:
+    from tests.chaos.round import Round
+
+
+@dataclass
+class Hit:
+    fault: str
+    at: float
+    evidence: str
+
+
+def kill9_worker(r: Round) -> Hit:
+    """kill -9 of a worker process, preferably while calls are in flight."""
+    deadline = time.time() + 3
+    while time.time() < deadline and not r.vendor_in_flight():
+        time.sleep(0.005)
+    in_flight = r.vendor_in_flight()
+    pid = r.worker_child_pid()
+    os.kill(pid, signal.SIGKILL)
+    return Hit("kill9_worker", time.time(), f"pid {pid} killed with {in_flight} calls in flight")
+
+
+def kill9_scheduler(r: Round) -> Hit:
+    """kill -9 of the scheduler (perhaps between a claim and its enqueue), then a new one."""
+    process = r.scheduler
+    os.killpg(process.popen.pid, signal.SIGKILL)
+    process.popen.wait(5)
+    r.scheduler = r.service.start("scheduler")
+    return Hit("kill9_scheduler", time.time(), f"exit {process.popen.returncode}, restarted")
+
+
+def sigterm_worker(r: Round) -> Hit:
+    """A deploy: SIGTERM to the workers, which finish their calls; new workers start."""
+    process = r.worker
+    os.killpg(process.popen.pid, signal.SIGTERM)
+    code = process.popen.wait(30)
+    r.worker = r.service.start("worker", "--processes", "1", "--threads", "6")
+    return Hit("sigterm_worker", time.time(), f"old workers exited {code}")
+
+
+def second_scheduler(r: Round) -> Hit:
+    r.extra.append(r.service.start("scheduler"))
+    return Hit("second_scheduler", time.time(), "two schedulers claim at once")
+
+
+def redis_flushall(r: Round) -> Hit:
+    keys = r.redis.client().dbsize()
+    r.redis.client().flushall()
+    return Hit("redis_flushall", time.time(), f"{keys} keys dropped")
+
+
+def redis_restart(r: Round) -> Hit:
+    r.redis.restart(down_s=random.uniform(0.2, 1.5))
+    return Hit("redis_restart", time.time(), "redis-server killed and started empty")
+
+
+def db_connection_loss(r: Round) -> Hit:
+    """PostgreSQL: terminate every connection of the service. SQLite: a writer holds the
+    database locked for a while, which the service must wait out."""
+    if r.db_url.startswith("postgresql"):
+        with r.engine.connect() as connection:
+            killed = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+        return Hit("db_connection_loss", time.time(), f"{killed} connections terminated")
+    import sqlite3
+
+    locker = sqlite3.connect(r.db_url.removeprefix("sqlite:///"), timeout=30)
+    locker.execute("BEGIN IMMEDIATE")
+    time.sleep(random.uniform(0.5, 2.0))
+    locker.rollback()
+    locker.close()
+    return Hit("db_connection_loss", time.time(), "database write-locked by another process")
+
+
+def vendor_5xx(r: Round) -> Hit:
+    r.sandbox.state.faults.http_5xx = random.randint(1, 3)
+    return Hit("vendor_5xx", time.time(), f"next {r.sandbox.state.faults.http_5xx} calls 502")
+
+
+def vendor_hang(r: Round) -> Hit:
+    r.sandbox.state.faults.hang_after_create = random.randint(1, 2)
+    return Hit("vendor_hang", time.time(), "creates, then hangs past the client's timeout")
+
+
+def token_invalidate(r: Round) -> Hit:
+    r.sandbox.state.invalidate_tokens()
+    return Hit("token_invalidate", time.time(), "every token revoked")
+
+
+def force_10053(r: Round) -> Hit:
+    r.sandbox.state.faults.force_10053 = 1
+    r.forced_blocks += 1
+    return Hit("force_10053", time.time(), "next call blocks its corp")
+
+
+def malformed_rows(r: Round) -> Hit:
+    """Rows another app got wrong in every way Hypothesis finds, by plain SQL, mid-run."""
+    inserted: list[int] = []
+
+    @settings(
+        max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(payload=bad_payloads())
+    def insert(payload: str) -> None:
+        with r.engine.begin() as connection:
+            inserted.append(
+                connection.execute(
+                    text(
+                        "INSERT INTO broadcast_jobs (corp_id, payload, campaign) "
+                        "VALUES ('corp-a', :p, 'malformed') RETURNING id"
+                    ),
+                    {"p": payload},
+                ).scalar_one()
+            )
+
+    insert()
+    r.malformed_ids.extend(inserted)
+    return Hit("malformed_rows", time.time(), f"{len(inserted)} rows inserted")
+
+
+def bad_payloads() -> st.SearchStrategy[str]:
+    good = {
+        "name": "m",
+        "staff_ext_id_list": ["s"],
+        "group_ext_id_list": ["g"],
+        "create_staff_ext_id": "s",
+        "text": "t",
+    }
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+        max_leaves=8,
+    )
+    mutated = st.builds(
+        lambda key, value: json.dumps({**good, key: value}),
+        st.sampled_from([*good, "attachments", "extra"]),
+        json_values,
+    )
+    dropped = st.builds(
+        lambda key: json.dumps({k: v for k, v in good.items() if k != key}),
+        st.sampled_from(list(good)),
+    )
+    return st.one_of(st.text(max_size=50), json_values.map(json.dumps), mutated, dropped)
+
+
+FAULTS: dict[str, Callable[[Round], Hit]] = {
+    f.__name__: f
+    for f in (
+        kill9_worker,
+        kill9_scheduler,
+        sigterm_worker,
+        second_scheduler,
+        redis_flushall,
+        redis_restart,
+        db_connection_loss,
+        vendor_5xx,
+        vendor_hang,
+        token_invalidate,
+        force_10053,
+        malformed_rows,
+    )
+}
+REDIS_FAULTS = {"redis_flushall", "redis_restart"}
