@@ -123,16 +123,20 @@ def malformed_rows(r: Round) -> Hit:
     )
     @given(payload=bad_payloads())
     def insert(payload: str) -> None:
+        # A body that happens to be valid is sent: give each a name of its own so the
+        # vendor's record can be matched to its row.
+        name = f"malformed-{r.number}-{len(inserted)}"
+        payload = payload.replace('"name": "m"', f'"name": "{name}"')
         with r.engine.begin() as connection:
-            inserted.append(
-                connection.execute(
-                    text(
-                        "INSERT INTO broadcast_jobs (corp_id, payload, campaign) "
-                        "VALUES ('corp-a', :p, 'malformed') RETURNING id"
-                    ),
-                    {"p": payload},
-                ).scalar_one()
-            )
+            job_id = connection.execute(
+                text(
+                    "INSERT INTO broadcast_jobs (corp_id, payload, campaign) "
+                    "VALUES ('corp-a', :p, 'malformed') RETURNING id"
+                ),
+                {"p": payload},
+            ).scalar_one()
+        inserted.append(job_id)
+        r.names[name] = job_id
 
     insert()
     r.malformed_ids.extend(inserted)
