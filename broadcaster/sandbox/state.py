@@ -82,6 +82,7 @@ class SandboxState:
         self._corps: dict[str, CorpCounters] = defaultdict(CorpCounters)
         self.created: list[Created] = []
         self.errors: dict[int, int] = defaultdict(int)
+        self.faults_served: dict[str, int] = defaultdict(int)  # injected faults that fired
         self.token_issued = 0
         self.issued_tokens: list[str] = []
         self.calls = 0
@@ -173,6 +174,7 @@ class SandboxState:
             left = getattr(self.faults, name)
             if left > 0:
                 setattr(self.faults, name, left - 1)
+                self.faults_served[name] += 1
                 return True
             return False
 
@@ -190,6 +192,7 @@ class SandboxState:
                 "created": len(self.created),
                 "errors": {str(code): n for code, n in self.errors.items()},
                 "token_issued": self.token_issued,
+                "faults_served": dict(self.faults_served),
                 "corps": {
                     corp: {
                         "peak_in_flight": c.peak_in_flight,

@@ -24,6 +24,7 @@ class Hit:
     fault: str
     at: float
     evidence: str
+    proved: bool | None = None  # set after the round, from the vendor's counters
 
 
 def kill9_worker(r: Round) -> Hit:

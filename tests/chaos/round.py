@@ -227,7 +227,8 @@ class Round:
         self.names = dict(zip([r["payload"]["name"] for r in requests], ids, strict=True))
 
     def _inject(self) -> list[Hit]:
-        moments = sorted(self.random.uniform(0.5, 4.5) for _ in self.fault_names)
+        # faults land while jobs are still falling due (until ~5 s), so each one meets calls
+        moments = sorted(self.random.uniform(0.5, 3.0) for _ in self.fault_names)
         started, hits = time.time(), []
         for moment, name in zip(moments, self.fault_names, strict=True):
             time.sleep(max(0.0, started + moment - time.time()))
@@ -283,6 +284,8 @@ class Round:
         for name in created:
             if by_name.get(name) not in ("sent", "unknown"):
                 violations.append(f"{name} created but the job is {by_name.get(name)}")
+        for hit in hits:
+            hit.proved = proof(hit, stats, self.sandbox.state.faults_served, values_of(by_name))
         violations += self._quota_violations(stats, peak, hits)
         violations += self._secret_violations()
         values = list(by_name.values())
@@ -324,6 +327,25 @@ class Round:
             line for line in lines if "access_token=" in line and "access_token=***" not in line
         ]
         return [f"secret or token in a log line: {leaked[0][:200]}"] if leaked else []
+
+
+def values_of(by_name: dict[str, str]) -> list[str]:
+    return list(by_name.values())
+
+
+def proof(hit: Hit, stats: dict[str, Any], served: dict[str, int], statuses: list[str]) -> bool:
+    """Did the fault really hit? From the vendor's counters where the injection alone
+    cannot tell (a forced 10053 or a 5xx fires only if a call comes)."""
+    checks = {
+        "force_10053": lambda: stats["errors"].get("10053", 0) > 0,
+        "vendor_5xx": lambda: served.get("http_5xx", 0) > 0,
+        "vendor_hang": lambda: served.get("hang_after_create", 0) > 0,
+        "token_invalidate": lambda: stats["errors"].get("10001", 0) > 0,
+        "malformed_rows": lambda: statuses.count("failed") > 0,
+        "kill9_worker": lambda: " 0 calls in flight" not in hit.evidence,
+        "redis_flushall": lambda: not hit.evidence.startswith("0 keys"),
+    }
+    return checks.get(hit.fault, lambda: True)()
 
 
 def pick_faults(rng: random.Random, count: int, kind: str) -> list[str]:

@@ -55,17 +55,20 @@ def run(rounds: int, kinds: list[str], per_round: int, seed: int, jobs: int) -> 
             flush=True,
         )
         for hit in result.faults:
-            print(f"      {hit.fault}: {hit.evidence}", flush=True)
+            mark = "hit" if hit.proved else "NOT PROVED"
+            print(f"      {hit.fault}: {hit.evidence} [{mark}]", flush=True)
     return results
 
 
 def summary(results: list[RoundResult]) -> dict:
     hits = Counter(hit.fault for result in results for hit in result.faults)
+    proved = Counter(hit.fault for result in results for hit in result.faults if hit.proved)
     return {
         "rounds": len(results),
         "clean_rounds": sum(1 for r in results if not r.violations),
         "faults_injected": sum(hits.values()),
         "faults_by_kind": dict(sorted(hits.items())),
+        "faults_proved_by_kind": dict(sorted(proved.items())),
         "jobs": sum(r.jobs for r in results),
         "sent": sum(r.sent for r in results),
         "unknown": sum(r.unknown for r in results),

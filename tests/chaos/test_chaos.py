@@ -24,4 +24,5 @@ def test_a_chaos_round_keeps_the_promise(kind: str, faults: list[str]) -> None:
     result = Round(0, kind, faults, pg_base=pg, jobs=120, seed=7).run()
     assert result.violations == [], result
     assert {hit.fault for hit in result.faults} == set(faults)
+    assert [hit.fault for hit in result.faults if not hit.proved] == []
     assert result.lost == 0 and result.duplicates == 0
