@@ -40,8 +40,8 @@ CAP_HOLD_MS = 30_000
 
 _PREFIX = "broadcaster:quota"
 
-# KEYS: log, tat, block ; ARGV: now_hint(unused), per_min, per_hour, interval_ms,
-#                               max_wait_ms, member, margin_ms
+# KEYS: log, tat, block, inflight, cap ; ARGV: now_hint(unused), per_min, per_hour,
+#   interval_ms, max_wait_ms, member, margin_ms, lease_ms, max_in_flight
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -67,6 +67,16 @@ end
 redis.call('ZADD', KEYS[1], at, member)
 redis.call('PEXPIRE', KEYS[1], 3600000 + 2 * margin + 60000)
 redis.call('SET', KEYS[2], tostring(math.max(tat, at - interval) + interval), 'PX', 3600000)
+if at <= now then
+  -- due at once: take the in-flight slot here too, saving the caller a round trip
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  local cap = math.min(tonumber(ARGV[9]), tonumber(redis.call('GET', KEYS[5]) or ARGV[9]))
+  if redis.call('ZCARD', KEYS[4]) < cap then
+    redis.call('ZADD', KEYS[4], now + tonumber(ARGV[8]), member)
+    redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[8]) * 2)
+    return {'slot', '0'}
+  end
+end
 return {'ok', tostring(at - now)}
 """
 
@@ -173,7 +183,13 @@ class RedisQuota:
         started = time.monotonic()
         key = self._key
         status, value = self._reserve(
-            keys=[key(corp_id, api, "log"), key(corp_id, api, "tat"), key(corp_id, api, "block")],
+            keys=[
+                key(corp_id, api, "log"),
+                key(corp_id, api, "tat"),
+                key(corp_id, api, "block"),
+                key(corp_id, api, "inflight"),
+                key(corp_id, api, "cap"),
+            ],
             args=[
                 0,
                 limits.usable_per_minute,
@@ -182,8 +198,12 @@ class RedisQuota:
                 max_wait_s * 1000,
                 member,
                 WINDOW_MARGIN_MS,
+                self.slot_lease_ms,
+                limits.max_in_flight,
             ],
         )
+        if status == b"slot":
+            return Slot(corp_id, api, member, time.monotonic() - started)
         if status != b"ok":
             raise QuotaWait(float(value) / 1000, blocked=status == b"blocked")
         self.sleep(float(value) / 1000)

@@ -101,19 +101,31 @@ class TokenCache:
         self.client = client
         self.fetch = fetch
         self.refreshes = 0
+        self._local: dict[str, tuple[str, float]] = {}
 
     @staticmethod
     def _key(corp_id: str, what: str = "token") -> str:
         return f"broadcaster:weiban:{{{corp_id}}}:{what}"
 
+    LOCAL_TTL_S = 5.0
+    """A process keeps the token this long without asking Redis again; a 10001 from the
+    vendor replaces it at once, so a token invalidated early costs one extra call."""
+
     def get(self, corp_id: str) -> str:
+        local = self._local.get(corp_id)
+        if local and local[1] > time.monotonic():
+            return local[0]
         cached = self.client.get(self._key(corp_id))
-        return cached.decode() if cached else self._refresh(corp_id, stale=None)
+        token = cached.decode() if cached else self._refresh(corp_id, stale=None)
+        self._local[corp_id] = (token, time.monotonic() + self.LOCAL_TTL_S)
+        return token
 
     def replace(self, corp_id: str, rejected: str) -> str:
         """The vendor rejected `rejected` (10001): get a newer one, fetching only if no
         other process already did."""
-        return self._refresh(corp_id, stale=rejected)
+        token = self._refresh(corp_id, stale=rejected)
+        self._local[corp_id] = (token, time.monotonic() + self.LOCAL_TTL_S)
+        return token
 
     def _refresh(self, corp_id: str, stale: str | None) -> str:
         lock_key = self._key(corp_id, "lock")
