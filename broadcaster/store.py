@@ -67,7 +67,27 @@ class RecoveryResult:
     expired: int
 
 
-def _skipped_keys(rows: Sequence[dict[str, Any]], returned: Sequence[Row[Any]]) -> list[str]:
+COPY_THRESHOLD = 200
+STAGED_COLUMNS = (
+    "corp_id",
+    "payload",
+    "send_at",
+    "dedupe_key",
+    "campaign",
+    "priority",
+    "expires_at",
+    "max_attempts",
+)
+STAGED = ", ".join(STAGED_COLUMNS)
+
+
+@dataclass(frozen=True)
+class _Inserted:
+    id: int
+    dedupe_key: str | None
+
+
+def _skipped_keys(rows: Sequence[dict[str, Any]], returned: Sequence[Any]) -> list[str]:
     """The dedupe keys of `rows` that were not inserted: present before, or repeated
     within `rows` itself (only the first of those goes in)."""
     fresh = {row.dedupe_key for row in returned if row.dedupe_key is not None}
@@ -96,6 +116,8 @@ class JobStore:
         or earlier in `rows`) is skipped and reported, never an error."""
         if not rows:
             return InsertResult([], [])
+        if not is_sqlite(self.engine) and len(rows) >= COPY_THRESHOLD:
+            return self._copy_jobs(rows)
         dialect_insert = sqlite_insert if is_sqlite(self.engine) else pg_insert
         statement = (
             dialect_insert(jobs)
@@ -105,6 +127,29 @@ class JobStore:
         with self._begin() as connection:
             returned = connection.execute(statement, list(rows)).all()
         return InsertResult([row.id for row in returned], _skipped_keys(rows, returned))
+
+    def _copy_jobs(self, rows: Sequence[dict[str, Any]]) -> InsertResult:
+        """PostgreSQL bulk path: COPY into a temporary table, then one INSERT … SELECT …
+        ON CONFLICT DO NOTHING. A multi-row VALUES statement spent most of its time in the
+        driver parsing its own giant SQL text (bench/import_speed.py: 3x faster this way)."""
+        with self._begin() as connection:
+            cursor = connection.connection.driver_connection.cursor()
+            cursor.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS broadcast_jobs_staging (ord int, corp_id text, "
+                "payload text, send_at timestamp, dedupe_key text, campaign text, priority int, "
+                "expires_at timestamp, max_attempts int) ON COMMIT DELETE ROWS"
+            )
+            with cursor.copy(f"COPY broadcast_jobs_staging (ord, {STAGED}) FROM STDIN") as copy:
+                for number, row in enumerate(rows):
+                    copy.write_row((number, *(row.get(column) for column in STAGED_COLUMNS)))
+            cursor.execute(
+                f"INSERT INTO broadcast_jobs ({STAGED}) SELECT {STAGED} "
+                "FROM broadcast_jobs_staging ORDER BY ord "
+                "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key"
+            )
+            returned = sorted(cursor.fetchall())
+        inserted = [_Inserted(job_id, key) for job_id, key in returned]
+        return InsertResult([row.id for row in inserted], _skipped_keys(rows, inserted))
 
     def insert_job(self, row: dict[str, Any]) -> int | None:
         """Insert one row; None when its dedupe_key already exists."""

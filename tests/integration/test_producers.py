@@ -161,3 +161,15 @@ def test_cli_import_csv(db_url: str, store: JobStore, tmp_path: Path) -> None:
 def test_send_at_omitted_means_now(store: JobStore) -> None:
     job_id = schedule_broadcast(body(), store=store).job_ids[0]
     assert abs(store.get(job_id).send_at - utcnow()) < timedelta(seconds=5)
+
+
+def test_a_large_batch_dedupes_within_itself_and_against_the_table(store: JobStore) -> None:
+    """Large batches take PostgreSQL's COPY path; the result must not differ."""
+    schedule_broadcast(body(), store=store, dedupe_key="bulk-7")
+    items = [{"payload": body(name=f"n{i}"), "dedupe_key": f"bulk-{i % 400}"} for i in range(500)]
+    result = schedule_many(items, store=store, batch_size=1000)
+    assert len(result.job_ids) == 399, "400 keys, one already there"
+    assert len(result.duplicate_keys) == 101
+    assert result.job_ids == sorted(result.job_ids)
+    names = [json.loads(store.get(job_id).payload)["name"] for job_id in result.job_ids[:3]]
+    assert names == ["n0", "n1", "n2"], "rows go in the order given"
