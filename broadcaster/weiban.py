@@ -201,12 +201,21 @@ class WeibanClient:
 
     def create_group_message(self, corp_id: str, body: str) -> None:
         """Create one mass-message task. Returns on errcode 0; raises a VendorError."""
-        token = self.tokens.get(corp_id)
+        token = self._token(self.tokens.get, corp_id)
         try:
             self._post_create(token, body)
         except TokenRejected:
             log.info("token_rejected", corp_id=corp_id)
-            self._post_create(self.tokens.replace(corp_id, token), body)
+            fresh = self._token(lambda corp: self.tokens.replace(corp, token), corp_id)
+            self._post_create(fresh, body)
+
+    @staticmethod
+    def _token(get: Callable[[str], str], corp_id: str) -> str:
+        """A token from the shared cache; the cache (Redis) down means: not sent."""
+        try:
+            return get(corp_id)
+        except redis.RedisError as exc:
+            raise VendorUnreachable(f"token cache (Redis) unreachable, not sent: {exc}") from None
 
     def _post_create(self, token: str, body: str) -> None:
         what = f"POST {CREATE_PATH}"

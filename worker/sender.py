@@ -14,11 +14,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
+import redis
 import structlog
 
 from broadcaster.delivery import Decision, backoff_s, decide
 from broadcaster.errors import JobStoreError, VendorBlocked, VendorBusy, VendorError
-from broadcaster.quota import QuotaWait, RedisQuota
+from broadcaster.quota import QuotaWait, RedisQuota, Slot
 from broadcaster.settings import Settings
 from broadcaster.status import JobStatus
 from broadcaster.store import JobStore, SendingJob
@@ -71,10 +72,18 @@ class Sender:
             started_at, started = self.clock(), time.monotonic()
             error = self._call(job)
         finally:
-            self.quota.release(slot)
+            self._release(slot)
         decision = self._decide(job, error)
         self._finish(job, decision, started_at, int((time.monotonic() - started) * 1000))
         return decision.outcome
+
+    def _release(self, slot: Slot) -> None:
+        """Redis down now must not cost the outcome of a call already made: the slot's
+        lease expires by itself."""
+        try:
+            self.quota.release(slot)
+        except redis.RedisError as exc:
+            log.warning("quota_release_failed", error=str(exc))
 
     def _call(self, job: SendingJob) -> VendorError | None:
         try:
@@ -84,13 +93,16 @@ class Sender:
         return None
 
     def _decide(self, job: SendingJob, error: VendorError | None) -> Decision:
-        block_s = 0.0
-        if isinstance(error, VendorBlocked):
-            block_s = self.quota.on_blocked(job.corp_id, CREATE_API)
-            log.warning("vendor_blocked", job_id=job.id, corp_id=job.corp_id, pause_s=block_s)
-        elif isinstance(error, VendorBusy):
-            cap = self.quota.on_busy(job.corp_id, CREATE_API)
-            log.warning("vendor_busy", job_id=job.id, corp_id=job.corp_id, in_flight_cap=cap)
+        block_s = self.settings.weiban_block_s
+        try:
+            if isinstance(error, VendorBlocked):
+                block_s = self.quota.on_blocked(job.corp_id, CREATE_API)
+                log.warning("vendor_blocked", job_id=job.id, corp_id=job.corp_id, pause_s=block_s)
+            elif isinstance(error, VendorBusy):
+                cap = self.quota.on_busy(job.corp_id, CREATE_API)
+                log.warning("vendor_busy", job_id=job.id, corp_id=job.corp_id, in_flight_cap=cap)
+        except redis.RedisError as exc:  # the outcome is known: record it regardless
+            log.warning("quota_update_failed", job_id=job.id, error=str(exc))
         return decide(
             error,
             attempts_before=job.attempts,

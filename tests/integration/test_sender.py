@@ -210,3 +210,31 @@ def test_a_message_for_a_finished_or_cancelled_job_does_nothing(
         connection.execute(update(jobs).values(status=status))
     assert sender_for(db_url, redis_url, sandbox.url).send(job_id) == "ignored"
     assert sandbox.state.calls == 0
+
+
+def test_redis_lost_during_the_call_still_records_the_outcome(
+    db_url: str,
+    store: JobStore,
+    sandbox,  # type: ignore[no-untyped-def]
+) -> None:
+    """Found by the chaos suite: a Redis restart while a call was in flight left the job
+    `sending` (the quota release raised), so a sent message ended `unknown`."""
+    from tests.chaos.round import RedisServer
+
+    server = RedisServer()
+    try:
+        job_id = queued_job(store)
+        sandbox.state.config.latency_ms = 800
+        sender = sender_for(db_url, server.url, sandbox.url)
+        outcome: list[str] = []
+        thread = threading.Thread(target=lambda: outcome.append(sender.send(job_id)))
+        thread.start()
+        from tests.helpers import wait_until
+
+        wait_until(lambda: sandbox.state.stats()["corps"].get("corp-a", {}).get("in_flight"))
+        server.stop()  # Redis gone while the vendor works on the call
+        thread.join(10)
+        assert outcome == ["sent"]
+        assert store.get(job_id).status == JobStatus.SENT
+    finally:
+        server.stop()
