@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 if TYPE_CHECKING:
     from tests.chaos.round import Round
@@ -118,6 +119,7 @@ def force_10053(r: Round) -> Hit:
 def malformed_rows(r: Round) -> Hit:
     """Rows another app got wrong in every way Hypothesis finds, by plain SQL, mid-run."""
     inserted: list[int] = []
+    refused: list[str] = []
 
     @settings(
         max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck)
@@ -128,20 +130,28 @@ def malformed_rows(r: Round) -> Hit:
         # vendor's record can be matched to its row.
         name = f"malformed-{r.number}-{len(inserted)}"
         payload = payload.replace('"name": "m"', f'"name": "{name}"')
-        with r.engine.begin() as connection:
-            job_id = connection.execute(
-                text(
-                    "INSERT INTO broadcast_jobs (corp_id, payload, campaign) "
-                    "VALUES ('corp-a', :p, 'malformed') RETURNING id"
-                ),
-                {"p": payload},
-            ).scalar_one()
+        try:
+            with r.engine.begin() as connection:
+                job_id = connection.execute(
+                    text(
+                        "INSERT INTO broadcast_jobs (corp_id, payload, campaign) "
+                        "VALUES ('corp-a', :p, 'malformed') RETURNING id"
+                    ),
+                    {"p": payload},
+                ).scalar_one()
+        except DBAPIError:  # the database itself refuses it (PostgreSQL and a NUL byte)
+            refused.append(payload)
+            return
         inserted.append(job_id)
         r.names[name] = job_id
 
     insert()
     r.malformed_ids.extend(inserted)
-    return Hit("malformed_rows", time.time(), f"{len(inserted)} rows inserted")
+    return Hit(
+        "malformed_rows",
+        time.time(),
+        f"{len(inserted)} rows inserted, {len(refused)} refused by the database",
+    )
 
 
 def bad_payloads() -> st.SearchStrategy[str]:
