@@ -7,6 +7,7 @@ import contextlib
 import typer
 
 from broadcaster.cli.context import CliContext
+from broadcaster.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -47,6 +48,17 @@ PREFETCH = typer.Option(
 )
 
 
+def _shape(
+    settings: Settings, processes: int | None, threads: int | None, prefetch: int | None
+) -> dict[str, int]:
+    """Command-line options over settings."""
+    return {
+        "processes": processes or settings.worker_processes,
+        "threads": threads or settings.worker_threads,
+        "prefetch": prefetch if prefetch is not None else settings.worker_prefetch,
+    }
+
+
 def worker(
     ctx: typer.Context,
     processes: int | None = PROCESSES,
@@ -57,12 +69,7 @@ def worker(
     from worker.supervisor import run_workers
 
     settings = ctx.obj.settings
-    run_workers(
-        settings,
-        processes=processes or settings.worker_processes,
-        threads=threads or settings.worker_threads,
-        prefetch=prefetch if prefetch is not None else settings.worker_prefetch,
-    )
+    run_workers(settings, **_shape(settings, processes, threads, prefetch))
 
 
 def run(
@@ -75,12 +82,7 @@ def run(
     from worker.supervisor import run_all
 
     settings = ctx.obj.settings
-    run_all(
-        settings,
-        processes=processes or settings.worker_processes,
-        threads=threads or settings.worker_threads,
-        prefetch=prefetch if prefetch is not None else settings.worker_prefetch,
-    )
+    run_all(settings, **_shape(settings, processes, threads, prefetch))
 
 
 def sandbox(
