@@ -67,6 +67,17 @@ class RecoveryResult:
     expired: int
 
 
+MAX_ERROR_CHARS = 2000
+
+
+def storable_text(message: str) -> str:
+    """Error text as a database will take it: a bad row's own content ends up in its
+    `last_error`, and PostgreSQL refuses NUL bytes and unpaired surrogates, which failed
+    the whole claim and stalled the scheduler (found by the chaos suite)."""
+    clean = message.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
+    return clean[:MAX_ERROR_CHARS]
+
+
 COPY_THRESHOLD = 200
 STAGED_COLUMNS = (
     "corp_id",
@@ -219,7 +230,7 @@ class JobStore:
                 )
             parse_payload(row.payload)
         except BroadcasterError as exc:
-            result.failed.append((row.id, str(exc)))
+            result.failed.append((row.id, storable_text(str(exc))))
             return
         result.claimed.append(ClaimedJob(row.id, corp, row.priority, row.due_at))
 
@@ -409,13 +420,14 @@ class JobStore:
         """Record the vendor call's outcome and move the job on, in one transaction.
         `decision` is a `delivery.Decision`."""
         attempts_after = job.attempts + (1 if decision.counts_attempt else 0)
+        error = None if decision.error is None else storable_text(decision.error)
         values: dict[str, Any] = {
             "status": decision.status,
             "attempts": attempts_after,
             "lease_until": None,
             "updated_at": now,
             "last_errcode": decision.errcode,
-            "last_error": decision.error,
+            "last_error": error,
         }
         if decision.status == JobStatus.SENT:
             values["sent_at"] = now
@@ -435,7 +447,7 @@ class JobStore:
                     duration_ms=duration_ms,
                     outcome=decision.outcome,
                     errcode=decision.errcode,
-                    error=decision.error,
+                    error=error,
                 )
             )
 

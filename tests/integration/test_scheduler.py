@@ -309,3 +309,23 @@ def test_scheduler_waits_for_an_unmigrated_database_with_a_clear_line(
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=10)
     assert process.returncode == 0
+
+
+def test_a_row_whose_own_text_the_database_cannot_store_still_fails_alone(
+    engine: Engine, store: JobStore, redis_client: redis.Redis
+) -> None:
+    """Found by the chaos suite: a payload key with an escaped NUL (or a lone surrogate)
+    ended up in `last_error`, PostgreSQL refused that UPDATE, the claim rolled back, and the
+    scheduler retried the same poisoned batch forever."""
+    poisoned = [
+        '{"name": "x", "\\u0000key": 1}',
+        '{"name": "x", "\\ud8c6": [1]}',
+        '{"\\u0000": "\\ud800"}',
+    ]
+    bad = [insert_sql(engine, payload, NOW - timedelta(seconds=1)) for payload in poisoned]
+    good = insert_sql(engine, json.dumps(body()), NOW)
+    report = service_for(store, redis_client).tick()
+    assert report.failed == 3 and queued_job_ids(redis_client) == [good]
+    for job_id in bad:
+        job = store.get(job_id)
+        assert job.status == JobStatus.FAILED and "payload invalid" in job.last_error
