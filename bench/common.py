@@ -56,6 +56,22 @@ def fresh_database(kind: str) -> str:
     return url
 
 
+def service_env(
+    db: str, broker: str, vendor_url: str, *, per_minute: int, per_hour: int, **extra: str
+) -> dict[str, str]:
+    """The settings every benchmark's service runs with: one corp on the sandbox."""
+    return {
+        "DATABASE_URL": db,
+        "REDIS_URL": broker,
+        "WEIBAN_BASE_URL": vendor_url,
+        "WEIBAN_CORP_ID": "corp-a",
+        "WEIBAN_SECRET": "sandbox-secret",
+        "WEIBAN_QUOTA_PER_MINUTE": str(per_minute),
+        "WEIBAN_QUOTA_PER_HOUR": str(per_hour),
+        **extra,
+    }
+
+
 def service(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     environment = {**os.environ, "LOG_LEVEL": "WARNING", **env}
     return subprocess.Popen(

@@ -17,7 +17,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from bench.common import fresh_database, redis_url, service, stop, table, wait_for
+from bench.common import fresh_database, redis_url, service, service_env, stop, table, wait_for
 from bench.quota import BODY
 from broadcaster import schedule_many
 from broadcaster.db import make_engine
@@ -48,17 +48,15 @@ def run(kind: str, jobs: int) -> tuple[dict, dict]:
     store = JobStore(make_engine(db), default_corp="corp-a")
     process = service(
         ["run", "--processes", "1", "--threads", "8"],
-        {
-            "DATABASE_URL": db,
-            "REDIS_URL": broker,
-            "WEIBAN_BASE_URL": sandbox.url,
-            "WEIBAN_CORP_ID": "corp-a",
-            "WEIBAN_SECRET": "sandbox-secret",
-            "WEIBAN_QUOTA_PER_MINUTE": str(10**6),
-            "WEIBAN_QUOTA_PER_HOUR": str(10**8),
-            "WEIBAN_MAX_IN_FLIGHT": "1000",
-            "SCHEDULER_POLL_INTERVAL_S": "0.05" if kind == "sqlite" else "1.0",
-        },
+        service_env(
+            db,
+            broker,
+            sandbox.url,
+            per_minute=10**6,
+            per_hour=10**8,
+            WEIBAN_MAX_IN_FLIGHT="1000",
+            SCHEDULER_POLL_INTERVAL_S="0.05" if kind == "sqlite" else "1.0",
+        ),
     )
     try:
         warm = schedule_many([{"payload": {**BODY, "name": "warm-up"}}], store=store)

@@ -16,7 +16,7 @@ import httpx
 import redis
 from sqlalchemy import text
 
-from bench.common import fresh_database, redis_url, service, stop, table, wait_for
+from bench.common import fresh_database, redis_url, service, service_env, stop, table, wait_for
 from bench.quota import BODY
 from broadcaster import schedule_many
 from broadcaster.db import make_engine
@@ -66,17 +66,15 @@ def ours(jobs: int) -> dict:
     ).start()
     engine = make_engine(db)
     store = JobStore(engine, default_corp="corp-a")
-    env = {
-        "DATABASE_URL": db,
-        "REDIS_URL": broker,
-        "WEIBAN_BASE_URL": sandbox.url,
-        "WEIBAN_CORP_ID": "corp-a",
-        "WEIBAN_SECRET": "sandbox-secret",
-        "WEIBAN_QUOTA_PER_MINUTE": str(10**6),
-        "WEIBAN_QUOTA_PER_HOUR": str(10**8),
-        "WEIBAN_MAX_IN_FLIGHT": "1000",
-        "SCHEDULER_ADMIT_HORIZON_S": "1000",
-    }
+    env = service_env(
+        db,
+        broker,
+        sandbox.url,
+        per_minute=10**6,
+        per_hour=10**8,
+        WEIBAN_MAX_IN_FLIGHT="1000",
+        SCHEDULER_ADMIT_HORIZON_S="1000",
+    )
     scheduler = service(["scheduler"], env)
     worker = service(["worker", "--processes", "1", "--threads", "8"], env)
     client = redis.Redis.from_url(broker)

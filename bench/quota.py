@@ -28,6 +28,7 @@ from bench.common import (
     rate_between,
     redis_url,
     service,
+    service_env,
     stop,
     table,
     wait_for,
@@ -102,16 +103,14 @@ def run_broadcaster(processes: int, seconds: float, chart: bool = False) -> dict
     sampler.start()
     process = service(
         ["run", "--processes", str(processes), "--threads", "8"],
-        {
-            "DATABASE_URL": db,
-            "REDIS_URL": broker,
-            "WEIBAN_BASE_URL": sandbox.url,
-            "WEIBAN_CORP_ID": "corp-a",
-            "WEIBAN_SECRET": "sandbox-secret",
-            "WEIBAN_QUOTA_PER_MINUTE": str(PER_MINUTE),
-            "WEIBAN_QUOTA_PER_HOUR": str(10**7),
-            "SCHEDULER_POLL_INTERVAL_S": "0.1",
-        },
+        service_env(
+            db,
+            broker,
+            sandbox.url,
+            per_minute=PER_MINUTE,
+            per_hour=10**7,
+            SCHEDULER_POLL_INTERVAL_S="0.1",
+        ),
     )
     try:
         started = wait_for(lambda: (created_times(sandbox) or [None])[0], timeout=60)

@@ -13,7 +13,16 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.common import created_times, fresh_database, median, redis_url, service, stop, wait_for
+from bench.common import (
+    created_times,
+    fresh_database,
+    median,
+    redis_url,
+    service,
+    service_env,
+    stop,
+    wait_for,
+)
 from bench.quota import ALLOWED, BODY, PER_MINUTE, vendor
 from broadcaster import schedule_many
 from broadcaster.db import make_engine
@@ -43,17 +52,15 @@ def one_round(block_s: float) -> dict[str, float | None]:
     store.engine.dispose()
     process = service(
         ["run", "--processes", "1", "--threads", "8"],
-        {
-            "DATABASE_URL": db,
-            "REDIS_URL": broker,
-            "WEIBAN_BASE_URL": sandbox.url,
-            "WEIBAN_CORP_ID": "corp-a",
-            "WEIBAN_SECRET": "sandbox-secret",
-            "WEIBAN_QUOTA_PER_MINUTE": str(PER_MINUTE),
-            "WEIBAN_QUOTA_PER_HOUR": str(10**7),
-            "WEIBAN_BLOCK_S": str(block_s),
-            "SCHEDULER_POLL_INTERVAL_S": "0.1",
-        },
+        service_env(
+            db,
+            broker,
+            sandbox.url,
+            per_minute=PER_MINUTE,
+            per_hour=10**7,
+            WEIBAN_BLOCK_S=str(block_s),
+            SCHEDULER_POLL_INTERVAL_S="0.1",
+        ),
     )
     try:
         wait_for(lambda: len(created_times(sandbox)) > ALLOWED * 4, timeout=60)
