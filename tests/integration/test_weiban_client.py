@@ -43,6 +43,7 @@ def test_an_invalidated_token_is_refreshed_once_for_many_callers(
 ) -> None:
     import json
 
+    sandbox.state.config.max_in_flight = 100  # this is about tokens, not the quota
     clients = [client_for(sandbox.url, redis_client) for _ in range(8)]
     clients[0].create_group_message("corp-a", json.dumps(body()))
     sandbox.state.invalidate_tokens()
