@@ -245,7 +245,18 @@ class RedisQuota:
             keys=[key(corp_id, api, "block"), key(corp_id, api, "blocklevel")],
             args=[self.block_ms, self.block_max_ms],
         )
+        seconds, micros = self.client.time()
+        until_ms = seconds * 1000 + micros / 1000 + float(duration_ms)
+        self.client.zadd(f"{_PREFIX}:blocked:{api}", {corp_id: until_ms})
         return float(duration_ms) / 1000
+
+    def blocked_corps(self, api: str) -> set[str]:
+        """Every corp blocked on `api` right now: one call, whatever the number of corps
+        (the scheduler admits none of their jobs)."""
+        seconds, micros = self.client.time()
+        now_ms = seconds * 1000 + micros / 1000
+        members = self.client.zrangebyscore(f"{_PREFIX}:blocked:{api}", now_ms, "+inf")
+        return {member.decode() for member in members}
 
     def on_busy(self, corp_id: str, api: str) -> int:
         """The vendor said 10052: someone else holds slots; lower our cap for a while."""

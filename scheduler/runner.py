@@ -21,16 +21,18 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from broadcaster.corps import CorpDirectory
 from broadcaster.db import is_sqlite, make_engine
 from broadcaster.dispatch import Dispatcher, make_broker
 from broadcaster.errors import BroadcasterError
+from broadcaster.quota import RedisQuota
 from broadcaster.readiness import Stopped, check_schema, wait_for
 from broadcaster.redis_conn import connect, resolve_redis_url, stop_embedded_redis
 from broadcaster.settings import Settings
 from broadcaster.store import JobStore
 from broadcaster.timeutil import utcnow
 from scheduler.notify import DueListener
-from scheduler.service import SchedulerService, TickReport
+from scheduler.service import Admission, SchedulerService, TickReport
 
 log = structlog.get_logger("broadcaster.scheduler")
 
@@ -142,7 +144,14 @@ def build_runner(settings: Settings, stop: threading.Event) -> SchedulerRunner:
     redis_url = resolve_redis_url(settings)
     client = wait_for(lambda: connect(redis_url), "redis", stop)
     store = JobStore(engine, default_corp=settings.weiban_corp_id)
-    service = SchedulerService(store, Dispatcher(make_broker(client)), settings)
+    corps = CorpDirectory(settings)
+    quota = RedisQuota(client, corps.limits, slot_lease_s=2 * settings.weiban_timeout_s + 5)
+    service = SchedulerService(
+        store,
+        Dispatcher(make_broker(client)),
+        settings,
+        admission=Admission(settings, corps, quota),
+    )
     return SchedulerRunner(service, listen_engine=None if is_sqlite(engine) else engine)
 
 

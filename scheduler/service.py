@@ -47,9 +47,7 @@ class Admission:
     def closed_corps(self, queued: dict[str, int]) -> set[str]:
         closed = {corp for corp, count in queued.items() if count >= self.cap(corp)}
         if self.quota is not None:
-            for corp in set(self.corps.known()) | set(queued):
-                if self.quota.blocked_for(corp, CREATE_API) > 0:
-                    closed.add(corp)
+            closed |= self.quota.blocked_corps(CREATE_API)
         return closed
 
 

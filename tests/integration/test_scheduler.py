@@ -329,3 +329,31 @@ def test_a_row_whose_own_text_the_database_cannot_store_still_fails_alone(
     for job_id in bad:
         job = store.get(job_id)
         assert job.status == JobStatus.FAILED and "payload invalid" in job.last_error
+
+
+def test_a_corp_the_vendor_blocked_is_not_admitted_until_the_block_ends(
+    engine: Engine, store: JobStore, redis_client: redis.Redis
+) -> None:
+    from broadcaster.corps import CorpDirectory
+    from broadcaster.quota import RedisQuota
+    from scheduler.service import Admission
+
+    settings = make_settings()
+    corps = CorpDirectory(settings)
+    quota = RedisQuota(redis_client, corps.limits, slot_lease_s=10, block_s=60)
+    blocked = insert_sql(engine, json.dumps(body()), NOW, corp_id="corp-b")
+    free = insert_sql(engine, json.dumps(body()), NOW, corp_id="corp-a")
+    quota.on_blocked("corp-b", "customer_group_msg/add")
+    service = SchedulerService(
+        store,
+        Dispatcher(make_broker(redis_client)),
+        settings,
+        clock=lambda: NOW,
+        admission=Admission(settings, corps, quota),
+    )
+    service.tick()
+    assert queued_job_ids(redis_client) == [free]
+    assert store.get(blocked).status == JobStatus.SCHEDULED
+    redis_client.delete(*redis_client.keys("broadcaster:quota:*"))  # the block ends
+    service.tick()
+    assert queued_job_ids(redis_client) == [blocked, free]
