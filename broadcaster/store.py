@@ -9,7 +9,7 @@ the only writer instead.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -162,11 +162,6 @@ class JobStore:
         inserted = [_Inserted(job_id, key) for job_id, key in returned]
         return InsertResult([row.id for row in inserted], _skipped_keys(rows, inserted))
 
-    def insert_job(self, row: dict[str, Any]) -> int | None:
-        """Insert one row; None when its dedupe_key already exists."""
-        result = self.insert_jobs([row])
-        return result.inserted_ids[0] if result.inserted_ids else None
-
     # ------------------------------------------------------------------ scheduler
     def claim_due(
         self, now: datetime, limit: int, lease_s: float, *, skip_corps: Collection[str] = ()
@@ -282,12 +277,6 @@ class JobStore:
             return connection.execute(
                 select(func.min(due_at)).where(jobs.c.status == JobStatus.SCHEDULED)
             ).scalar()
-
-    def count_queued(self) -> int:
-        with self._begin() as connection:
-            return connection.execute(
-                select(func.count()).where(jobs.c.status == JobStatus.QUEUED)
-            ).scalar_one()
 
     def recover(self, now: datetime, queued_lease_s: float) -> RecoveryResult:
         """The recovery sweep (DESIGN §4).
@@ -626,12 +615,6 @@ class JobStore:
     # ------------------------------------------------------------------ internals
     def _begin(self) -> Any:
         return _Transaction(self.engine)
-
-    def record_attempts(self, rows: Iterable[dict[str, Any]]) -> None:
-        rows = list(rows)
-        if rows:
-            with self._begin() as connection:
-                connection.execute(insert(attempts), rows)
 
 
 class _Transaction:

@@ -48,7 +48,17 @@ def test_urls_and_tokens_are_redacted() -> None:
     assert "access_token=***&x=1" in redact_text(text)
 
 
-def test_log_lines_mask_secrets_by_key_and_by_value(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def json_logs() -> object:
+    """Reset logging after a test that configures it: the logger binds the stderr pytest
+    captures for that test only, and later tests would write to a closed file."""
+    yield
+    structlog.reset_defaults()
+
+
+def test_log_lines_mask_secrets_by_key_and_by_value(
+    capsys: pytest.CaptureFixture[str], json_logs: object
+) -> None:
     configure_logging("DEBUG", "json")
     register_secret("corp-secret-xyz")
     log = structlog.get_logger("t")
