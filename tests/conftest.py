@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -18,7 +19,9 @@ from broadcaster.settings import Settings
 from broadcaster.store import JobStore
 from tests.services import Found, find_postgres, find_redis
 
-PG_DB = "broadcaster_test"
+PG_DB = os.environ.get("BROADCASTER_TEST_PG_DB", "broadcaster_test")
+REDIS_DB = os.environ.get("BROADCASTER_TEST_REDIS_DB", "9")
+"""Override both to run two test sessions side by side on one machine's servers."""
 _found: dict[str, Found] = {}
 
 
@@ -126,7 +129,7 @@ def redis_url(redis_base_url: str) -> Iterator[str]:
     """A Redis database emptied before each test (db 9 on a TCP server)."""
     url = redis_base_url
     if url.startswith("redis://"):
-        url = url.rsplit("/", 1)[0] + "/9"
+        url = url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url
