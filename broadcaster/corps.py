@@ -11,6 +11,7 @@ Limits a corp does not name are the settings' defaults.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -112,6 +113,15 @@ class CorpDirectory:
                 "corp or add it to WEIBAN_CORPS_FILE, then `broadcaster jobs retry`"
             )
         return corp
+
+    def secret_fingerprint(self, corp_id: str) -> str:
+        """A short hash of the corp's secret (salted with the corp id), never the secret:
+        lets shared state such as a remembered refusal belong to one secret only."""
+        corp = self._corps.get(corp_id)
+        if corp is None or corp.secret is None:
+            return "none"
+        material = f"{corp_id}\0{corp.secret.get_secret_value()}".encode()
+        return hashlib.sha256(material).hexdigest()[:12]
 
     def limits(self, corp_id: str) -> QuotaLimits:
         corp = self._corps.get(corp_id)

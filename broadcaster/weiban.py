@@ -97,9 +97,15 @@ class TokenCache:
     LOCK_TTL_MS = 15_000
     FAILURE_HOLD_S = 30
 
-    def __init__(self, client: redis.Redis, fetch: Callable[[str], tuple[str, int]]) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        fetch: Callable[[str], tuple[str, int]],
+        fingerprint: Callable[[str], str] | None = None,
+    ) -> None:
         self.client = client
         self.fetch = fetch
+        self.fingerprint = fingerprint  # a refusal is remembered for that secret only
         self.refreshes = 0
         self._local: dict[str, tuple[str, float]] = {}
 
@@ -152,13 +158,16 @@ class TokenCache:
         fresh = self._fresh(corp_id, stale)
         if fresh:
             return fresh
-        failure = self.client.get(self._key(corp_id, "failure"))
+        failure_key = self._key(corp_id, "failure")
+        if self.fingerprint is not None:  # a corrected secret is tried at once
+            failure_key += ":" + self.fingerprint(corp_id)
+        failure = self.client.get(failure_key)
         if failure:  # the token API refused us moments ago: do not hammer it
             raise CredentialsRejected(failure.decode())
         try:
             token, expires_in = self.fetch(corp_id)
         except CredentialsRejected as exc:
-            self.client.set(self._key(corp_id, "failure"), str(exc), ex=self.FAILURE_HOLD_S)
+            self.client.set(failure_key, str(exc), ex=self.FAILURE_HOLD_S)
             raise
         ttl = max(expires_in - TOKEN_EARLY_REFRESH_S, min(expires_in, 60))
         self.client.set(self._key(corp_id), token, ex=max(1, int(ttl)))
@@ -194,7 +203,7 @@ class WeibanClient:
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
             headers={"Content-Type": "application/json; charset=utf-8"},
         )
-        self.tokens = TokenCache(redis_client, self._fetch_token)
+        self.tokens = TokenCache(redis_client, self._fetch_token, corps.secret_fingerprint)
 
     def close(self) -> None:
         self.http.close()
