@@ -6,6 +6,7 @@
     10001 twice                scheduled / failed   yes            backoff
     10052 busy                 scheduled            no             ~1 s
     10053 blocked              scheduled            no             when the block ends
+    HTTP 429 throttled         scheduled            no             its Retry-After
     credentials refused        scheduled            no             60 s (fix the secret)
     other errcode              failed               yes            -
     ambiguous                  unknown (or retry)   yes            operator decides
@@ -28,6 +29,7 @@ from broadcaster.errors import (
     VendorBusy,
     VendorError,
     VendorRejected,
+    VendorThrottled,
     VendorUnreachable,
 )
 from broadcaster.status import JobStatus
@@ -72,6 +74,8 @@ def decide(
         return Decision(JobStatus.SCHEDULED, "busy", False, BUSY_RETRY_S, code, text)
     if isinstance(error, VendorBlocked):
         return Decision(JobStatus.SCHEDULED, "blocked", False, block_s, code, text)
+    if isinstance(error, VendorThrottled):
+        return Decision(JobStatus.SCHEDULED, "throttled", False, error.retry_after_s, code, text)
     if isinstance(error, CredentialsRejected):
         return Decision(JobStatus.SCHEDULED, "credentials", False, CREDENTIALS_RETRY_S, code, text)
     if isinstance(error, VendorRejected):

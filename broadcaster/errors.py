@@ -14,6 +14,7 @@ names what is wrong and how to fix it; the CLI prints it as one line.
           ├── TokenRejected       10001: the access token is bad or expired
           ├── VendorBusy          10052: too many calls in flight for the corp
           ├── VendorBlocked       10053: frequency exceeded, the corp is blocked a while
+          ├── VendorThrottled     HTTP 429 (a gateway's rate limit): not processed, wait
           ├── VendorRejected      any other errcode: a business error, do not retry
           ├── OutcomeUnknown      read timeout, reset after sending, 5xx: may exist
           └── CredentialsRejected the token API refused corp_id/secret
@@ -82,6 +83,15 @@ class VendorBusy(VendorError):
 
 class VendorBlocked(VendorError):
     """errcode 10053: the corp exceeded a frequency limit and is blocked for a while."""
+
+
+class VendorThrottled(VendorError):
+    """HTTP 429 from the vendor or a gateway in front of it: the request was turned away
+    unprocessed. Wait `retry_after_s` (its Retry-After), then send again; no attempt used."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class VendorRejected(VendorError):

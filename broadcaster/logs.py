@@ -16,19 +16,32 @@ import structlog
 
 SECRET_KEYS = re.compile(r"secret|token|password|authorization", re.IGNORECASE)
 TOKEN_IN_TEXT = re.compile(r"(access_token=)[^&\s'\"]+", re.IGNORECASE)
+SECRET_IN_JSON = re.compile(
+    r"""(["']?(?:access_token|secret)["']?\s*[:=]\s*["'])[^"']+""", re.IGNORECASE
+)
+"""`"access_token": "…"` or `secret='…'`: a vendor answer or a request echoed back."""
 PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)")
 
-_known_secrets: set[str] = set()
+MAX_KNOWN_SECRETS = 256
+_known_secrets: tuple[str, ...] = ()
+"""Replaced whole, never mutated: threads that mask text while another registers a token
+read one consistent tuple. The newest are kept (tokens come and go every two hours)."""
 
 
 def register_secret(value: str | None) -> None:
-    """Mask this exact value in every later log line (the Weiban secret, a token)."""
-    if value and len(value) >= 6:
-        _known_secrets.add(value)
+    """Mask this exact value in every later log line, stored error and printed text (a
+    Weiban secret, a token)."""
+    global _known_secrets
+    if value and len(value) >= 6 and value not in _known_secrets:
+        _known_secrets = (value, *_known_secrets)[:MAX_KNOWN_SECRETS]
 
 
 def redact_text(text: str) -> str:
+    """The one mask for text leaving a process: logs, the tables (`store.storable_text`)
+    and the terminal all pass through it. Known secrets and tokens are replaced wherever
+    they appear; token-shaped fields are masked even when the value was never seen."""
     text = TOKEN_IN_TEXT.sub(r"\1***", text)
+    text = SECRET_IN_JSON.sub(r"\1***", text)
     text = PASSWORD_IN_URL.sub(r"\1***\2", text)
     for secret in _known_secrets:
         text = text.replace(secret, "***")

@@ -107,6 +107,16 @@ redis.call('PEXPIRE', KEYS[2], math.ceil(duration) + 600000)
 return tostring(duration)
 """
 
+# KEYS: block ; ARGV: duration_ms. A pause the vendor asked for (HTTP 429 Retry-After):
+# extends a block in force, never shortens it, and does not escalate the 10053 level.
+_PAUSE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local until_ = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now + tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], tostring(until_), 'PX', math.ceil(until_ - now))
+return tostring(until_)
+"""
+
 # KEYS: cap ; ARGV: max_in_flight, hold_ms
 _LOWER_CAP = """
 local cap = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
@@ -153,6 +163,7 @@ class RedisQuota:
         self._take_slot = client.register_script(_TAKE_SLOT)
         self._block = client.register_script(_BLOCK)
         self._lower_cap = client.register_script(_LOWER_CAP)
+        self._pause = client.register_script(_PAUSE)
 
     @staticmethod
     def _key(corp_id: str, api: str, what: str) -> str:
@@ -249,6 +260,13 @@ class RedisQuota:
         until_ms = seconds * 1000 + micros / 1000 + float(duration_ms)
         self.client.zadd(f"{_PREFIX}:blocked:{api}", {corp_id: until_ms})
         return float(duration_ms) / 1000
+
+    def pause(self, corp_id: str, api: str, seconds: float) -> None:
+        """The vendor (or its gateway) asked us to wait (HTTP 429 with Retry-After): no
+        process calls `api` for this corp until then, and the scheduler admits none of its
+        jobs. Unlike a 10053 it does not escalate the next block."""
+        until_ms = self._pause(keys=[self._key(corp_id, api, "block")], args=[seconds * 1000])
+        self.client.zadd(f"{_PREFIX}:blocked:{api}", {corp_id: float(until_ms)})
 
     def blocked_corps(self, api: str) -> set[str]:
         """Every corp blocked on `api` right now: one call, whatever the number of corps

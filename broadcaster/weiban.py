@@ -10,10 +10,15 @@ line: errors name the endpoint path only.
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,6 +26,7 @@ import redis
 import structlog
 
 from broadcaster.corps import CorpDirectory
+from broadcaster.deadline import deadline_passed, deadline_scope, deadline_transport, remaining_s
 from broadcaster.errors import (
     CredentialsRejected,
     OutcomeUnknown,
@@ -29,9 +35,10 @@ from broadcaster.errors import (
     VendorBusy,
     VendorError,
     VendorRejected,
+    VendorThrottled,
     VendorUnreachable,
 )
-from broadcaster.logs import register_secret
+from broadcaster.logs import redact_text, register_secret
 
 log = structlog.get_logger("broadcaster.weiban")
 
@@ -43,6 +50,13 @@ CREATE_API = "customer_group_msg/add"
 ERR_TOKEN, ERR_BUSY, ERR_BLOCKED = 10001, 10052, 10053
 TOKEN_EARLY_REFRESH_S = 300
 """Replace a token this long before the vendor says it expires."""
+MAX_ANSWER_BYTES = 1 << 20
+"""The vendor answers a few hundred bytes; a bigger answer is not read into memory."""
+MAX_ERRMSG_CHARS = 500
+THROTTLE_DEFAULT_S = 5.0
+THROTTLE_MAX_S = 3600.0
+"""A 429's Retry-After is honoured within these bounds (none given: the default)."""
+TOKEN_TTL_BOUNDS_S = (60, 86_400)
 
 
 def classify_errcode(errcode: int, errmsg: str, what: str) -> VendorError | None:
@@ -58,32 +72,108 @@ def classify_errcode(errcode: int, errmsg: str, what: str) -> VendorError | None
     return kinds.get(errcode, VendorRejected)(detail, errcode=errcode, errmsg=errmsg)
 
 
-def classify_transport(exc: httpx.HTTPError, what: str) -> VendorError:
+def classify_transport(exc: httpx.HTTPError, what: str, *, budget_s: float) -> VendorError:
     """Did the request certainly not reach the vendor, or may it have been processed?"""
+    late = deadline_passed()
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return VendorUnreachable(f"{what}: not sent, {type(exc).__name__}: {_reason(exc)}")
+        reason = f"no connection within the call's {budget_s:g} s" if late else _reason(exc)
+        return VendorUnreachable(f"{what}: not sent, {type(exc).__name__}: {reason}")
+    if late:
+        return OutcomeUnknown(
+            f"{what}: no complete answer within the call's {budget_s:g} s ({type(exc).__name__})"
+        )
     return OutcomeUnknown(f"{what}: no answer, {type(exc).__name__}: {_reason(exc)}")
 
 
 def _reason(exc: Exception) -> str:
-    return str(exc).split("\n")[0][:200] or type(exc).__name__
+    return redact_text(str(exc).split("\n")[0][:200]) or type(exc).__name__
 
 
-def read_response(response: httpx.Response, what: str) -> dict[str, Any]:
-    """The JSON body of an answer, or the error its status implies."""
-    if response.status_code >= 500:
-        raise OutcomeUnknown(f"{what}: HTTP {response.status_code} from the vendor")
-    if response.status_code != 200:
-        raise VendorRejected(
-            f"{what}: HTTP {response.status_code} from the vendor; check WEIBAN_BASE_URL"
+@dataclass(frozen=True)
+class Answer:
+    """What came back over HTTP, read in full (and no more than MAX_ANSWER_BYTES)."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A readable vendor answer: its errcode, its errmsg (masked) and the whole object."""
+
+    errcode: int
+    errmsg: str
+    data: dict[str, Any]
+
+
+def read_reply(answer: Answer, what: str) -> Reply:
+    """The vendor's JSON answer, or the error its HTTP status implies.
+
+    3xx (redirects are not followed) and 4xx other than 429 come from something in front
+    of the API that turned the request away: not processed, so sent again with backoff
+    (an attempt used; `failed` when they run out). 429 is a rate limit: wait for its
+    Retry-After, no attempt used. 5xx, or a 200 we cannot read, may follow a processed
+    request: the outcome is unknown.
+    """
+    status = answer.status
+    if status == 429:
+        wait_s = retry_after_s(answer.headers)
+        raise VendorThrottled(
+            f"{what}: HTTP 429 from the vendor or its gateway, not processed; "
+            f"sending again in {wait_s:g} s",
+            retry_after_s=wait_s,
+        )
+    if status >= 500:
+        raise OutcomeUnknown(f"{what}: HTTP {status} from the vendor")
+    if status >= 300:
+        kind = "a redirect, not followed" if status < 400 else "refused"
+        raise VendorUnreachable(
+            f"{what}: HTTP {status} from the vendor ({kind}), not processed; check WEIBAN_BASE_URL"
         )
     try:
-        data = response.json()
+        data = json.loads(answer.body.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise OutcomeUnknown(f"{what}: unreadable answer (not JSON)") from None
-    if not isinstance(data, dict) or not isinstance(data.get("errcode"), int):
-        raise OutcomeUnknown(f"{what}: answer without an errcode")
-    return data
+    errcode = _errcode(data.get("errcode") if isinstance(data, dict) else None)
+    if errcode is None:
+        raise OutcomeUnknown(f"{what}: answer without a readable errcode")
+    errmsg = data.get("errmsg", "")
+    errmsg = redact_text(errmsg if isinstance(errmsg, str) else json.dumps(errmsg))
+    return Reply(errcode, errmsg[:MAX_ERRMSG_CHARS], data)
+
+
+def _errcode(value: Any) -> int | None:
+    """An integer errcode; digits in a string are taken as the number they spell (a
+    gateway that re-encodes JSON may quote it). Anything else is unreadable."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 12:
+        return int(value)
+    return None
+
+
+def retry_after_s(headers: httpx.Headers) -> float:
+    """Retry-After as seconds (delta or HTTP date), bounded; absent or odd: the default."""
+    raw = headers.get("retry-after", "").strip()
+    seconds: float | None = None
+    if raw.isdigit():
+        seconds = float(raw[:8])
+    elif raw:
+        with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+            when = email.utils.parsedate_to_datetime(raw)
+            seconds = (when - datetime.now(UTC)).total_seconds()
+    if seconds is None:
+        return THROTTLE_DEFAULT_S
+    return min(THROTTLE_MAX_S, max(1.0, seconds))
+
+
+def _token_ttl_s(value: Any) -> int:
+    """The token's lifetime from `expires_in`, within sane bounds (odd: the default)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        low, high = TOKEN_TTL_BOUNDS_S
+        return int(min(high, max(low, value)))
+    return 7200
 
 
 class TokenCache:
@@ -123,6 +213,7 @@ class TokenCache:
             return local[0]
         cached = self.client.get(self._key(corp_id))
         token = cached.decode() if cached else self._refresh(corp_id, stale=None)
+        register_secret(token)  # fetched by another process, maybe: mask it here too
         self._local[corp_id] = (token, time.monotonic() + self.LOCAL_TTL_S)
         return token
 
@@ -136,7 +227,9 @@ class TokenCache:
     def _refresh(self, corp_id: str, stale: str | None) -> str:
         lock_key = self._key(corp_id, "lock")
         owner = uuid.uuid4().hex
-        deadline = time.monotonic() + self.LOCK_TTL_MS / 1000
+        # Waiting for another process's refresh is bounded by the call's own deadline too:
+        # the caller holds an in-flight slot whose lease must outlast the whole call.
+        deadline = time.monotonic() + min(self.LOCK_TTL_MS / 1000, remaining_s())
         while time.monotonic() < deadline:
             if self.client.set(lock_key, owner, nx=True, px=self.LOCK_TTL_MS):
                 try:
@@ -186,6 +279,13 @@ class TokenCache:
 
 
 class WeibanClient:
+    """The vendor's two endpoints, each call bounded by one overall deadline.
+
+    A create call, with the token fetch and the one repeat a 10001 allows, ends within
+    `call_budget_s(timeout_s)`; each HTTP exchange within `timeout_s`. The in-flight slot's
+    lease is longer than the budget (`slot_lease_s`), so a call never outlives its slot.
+    """
+
     def __init__(
         self,
         base_url: str,
@@ -197,26 +297,34 @@ class WeibanClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.corps = corps
+        self.timeout_s = timeout_s
         self.http = http or httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+            transport=deadline_transport(
+                limits=httpx.Limits(max_connections=32, max_keepalive_connections=32)
+            ),
             headers={"Content-Type": "application/json; charset=utf-8"},
         )
         self.tokens = TokenCache(redis_client, self._fetch_token, corps.secret_fingerprint)
+        for corp_id in corps.known():  # this process masks them wherever text leaves it
+            with contextlib.suppress(VendorRejected):
+                secret = corps.get(corp_id).secret
+                register_secret(secret.get_secret_value() if secret else None)
 
     def close(self) -> None:
         self.http.close()
 
     def create_group_message(self, corp_id: str, body: str) -> None:
         """Create one mass-message task. Returns on errcode 0; raises a VendorError."""
-        token = self._token(self.tokens.get, corp_id)
-        try:
-            self._post_create(token, body)
-        except TokenRejected:
-            log.info("token_rejected", corp_id=corp_id)
-            fresh = self._token(lambda corp: self.tokens.replace(corp, token), corp_id)
-            self._post_create(fresh, body)
+        with deadline_scope(call_budget_s(self.timeout_s)):
+            token = self._token(self.tokens.get, corp_id)
+            try:
+                self._post_create(token, body)
+            except TokenRejected:
+                log.info("token_rejected", corp_id=corp_id)
+                fresh = self._token(lambda corp: self.tokens.replace(corp, token), corp_id)
+                self._post_create(fresh, body)
 
     @staticmethod
     def _token(get: Callable[[str], str], corp_id: str) -> str:
@@ -224,43 +332,90 @@ class WeibanClient:
         try:
             return get(corp_id)
         except redis.RedisError as exc:
-            raise VendorUnreachable(f"token cache (Redis) unreachable, not sent: {exc}") from None
+            raise VendorUnreachable(
+                f"token cache (Redis) unreachable, not sent: {_reason(exc)}"
+            ) from None
+
+    def _exchange(self, what: str, path: str, content: bytes, **params: str) -> Answer:
+        """One POST, done within `timeout_s` (and the enclosing call's deadline)."""
+        with deadline_scope(self.timeout_s):
+            try:
+                with self.http.stream("POST", path, params=params, content=content) as response:
+                    return Answer(response.status_code, response.headers, _read_capped(response))
+            except _AnswerTooLarge:
+                raise OutcomeUnknown(
+                    f"{what}: answer over {MAX_ANSWER_BYTES // 1024} KiB, not read"
+                ) from None
+            except httpx.HTTPError as exc:
+                raise classify_transport(exc, what, budget_s=self.timeout_s) from None
 
     def _post_create(self, token: str, body: str) -> None:
         what = f"POST {CREATE_PATH}"
-        try:
-            response = self.http.post(
-                CREATE_PATH, params={"access_token": token}, content=body.encode()
-            )
-        except httpx.HTTPError as exc:
-            raise classify_transport(exc, what) from None
-        data = read_response(response, what)
-        error = classify_errcode(data["errcode"], str(data.get("errmsg", "")), what)
+        answer = self._exchange(what, CREATE_PATH, body.encode(), access_token=token)
+        reply = read_reply(answer, what)
+        error = classify_errcode(reply.errcode, reply.errmsg, what)
         if error is not None:
             raise error
 
     def _fetch_token(self, corp_id: str) -> tuple[str, int]:
+        """A new token. Any failure here means the create call was not sent: only a
+        refusal of the secret itself is `CredentialsRejected` (remembered a while)."""
         corp = self.corps.get(corp_id)
         assert corp.secret is not None
         what = f"POST {TOKEN_PATH} for corp {corp_id}"
+        request = {"corp_id": corp_id, "secret": corp.secret.get_secret_value()}
         try:
-            response = self.http.post(
-                TOKEN_PATH, json={"corp_id": corp_id, "secret": corp.secret.get_secret_value()}
-            )
-        except httpx.HTTPError as exc:
-            error = classify_transport(exc, what)
-            raise VendorUnreachable(str(error)) from None  # no token was issued to us
-        try:
-            data = read_response(response, what)
-        except OutcomeUnknown as exc:  # asking for a token twice is harmless
+            reply = read_reply(self._exchange(what, TOKEN_PATH, json.dumps(request).encode()), what)
+        except (VendorThrottled, VendorUnreachable):
+            raise
+        except VendorError as exc:  # asking for a token twice is harmless
             raise VendorUnreachable(str(exc)) from None
-        if data["errcode"] != 0 or not data.get("access_token"):
-            raise CredentialsRejected(
-                f"{what}: errcode {data['errcode']} {data.get('errmsg', '')}; check the "
-                "corp's secret (WEIBAN_SECRET or WEIBAN_CORPS_FILE)",
-                errcode=data["errcode"],
-                errmsg=str(data.get("errmsg", "")),
+        if reply.errcode in (ERR_BUSY, ERR_BLOCKED):
+            wait_s = 1.0 if reply.errcode == ERR_BUSY else THROTTLE_DEFAULT_S * 12
+            raise VendorThrottled(
+                f"{what}: errcode {reply.errcode} {reply.errmsg}; the token API is busy, "
+                f"not sent; again in {wait_s:g} s",
+                retry_after_s=wait_s,
             )
-        token = str(data["access_token"])
+        token = reply.data.get("access_token")
+        if reply.errcode != 0:
+            raise CredentialsRejected(
+                f"{what}: errcode {reply.errcode} {reply.errmsg}; check the "
+                "corp's secret (WEIBAN_SECRET or WEIBAN_CORPS_FILE)",
+                errcode=reply.errcode,
+                errmsg=reply.errmsg,
+            )
+        if not isinstance(token, str) or not token.strip() or len(token) > 2048:
+            raise VendorUnreachable(f"{what}: errcode 0 but no usable access_token, not sent")
         register_secret(token)
-        return token, int(data.get("expires_in") or 7200)
+        return token, _token_ttl_s(reply.data.get("expires_in"))
+
+
+class _AnswerTooLarge(Exception):
+    pass
+
+
+def _read_capped(response: httpx.Response) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+        raise _AnswerTooLarge
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise _AnswerTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def call_budget_s(timeout_s: float) -> float:
+    """How long one create call may take in all: two exchanges (a token fetch and the
+    create, or a create, a refresh after 10001 and the repeat, each within `timeout_s`
+    but all within this)."""
+    return 2 * timeout_s
+
+
+def slot_lease_s(timeout_s: float) -> float:
+    """The in-flight slot's lease: the call's budget plus a margin for our own work
+    around it, so a live call always ends before another worker may take its slot."""
+    return call_budget_s(timeout_s) + 5

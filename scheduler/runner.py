@@ -31,6 +31,7 @@ from broadcaster.redis_conn import connect, resolve_redis_url, stop_embedded_red
 from broadcaster.settings import Settings
 from broadcaster.store import JobStore
 from broadcaster.timeutil import utcnow
+from broadcaster.weiban import slot_lease_s
 from scheduler.notify import DueListener
 from scheduler.service import Admission, SchedulerService, TickReport
 
@@ -145,7 +146,7 @@ def build_runner(settings: Settings, stop: threading.Event) -> SchedulerRunner:
     client = wait_for(lambda: connect(redis_url), "redis", stop)
     store = JobStore(engine, default_corp=settings.weiban_corp_id)
     corps = CorpDirectory(settings)
-    quota = RedisQuota(client, corps.limits, slot_lease_s=2 * settings.weiban_timeout_s + 5)
+    quota = RedisQuota(client, corps.limits, slot_lease_s=slot_lease_s(settings.weiban_timeout_s))
     service = SchedulerService(
         store,
         Dispatcher(make_broker(client)),

@@ -24,7 +24,7 @@ from broadcaster.readiness import check_schema, wait_for
 from broadcaster.redis_conn import connect, resolve_redis_url
 from broadcaster.settings import Settings
 from broadcaster.store import JobStore
-from broadcaster.weiban import WeibanClient
+from broadcaster.weiban import WeibanClient, slot_lease_s
 from worker.sender import Sender
 
 log = structlog.get_logger("broadcaster.worker")
@@ -65,7 +65,7 @@ def build_sender(settings: Settings, redis_url: str) -> tuple[Sender, WeibanClie
     quota = RedisQuota(
         redis_client,
         corps.limits,
-        slot_lease_s=2 * settings.weiban_timeout_s + 5,
+        slot_lease_s=slot_lease_s(settings.weiban_timeout_s),
         block_s=settings.weiban_block_s,
         block_max_s=settings.weiban_block_max_s,
     )

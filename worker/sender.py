@@ -18,7 +18,13 @@ import redis
 import structlog
 
 from broadcaster.delivery import Decision, backoff_s, decide
-from broadcaster.errors import JobStoreError, VendorBlocked, VendorBusy, VendorError
+from broadcaster.errors import (
+    JobStoreError,
+    VendorBlocked,
+    VendorBusy,
+    VendorError,
+    VendorThrottled,
+)
 from broadcaster.quota import QuotaWait, RedisQuota, Slot
 from broadcaster.settings import Settings
 from broadcaster.status import JobStatus
@@ -98,6 +104,14 @@ class Sender:
             if isinstance(error, VendorBlocked):
                 block_s = self.quota.on_blocked(job.corp_id, CREATE_API)
                 log.warning("vendor_blocked", job_id=job.id, corp_id=job.corp_id, pause_s=block_s)
+            elif isinstance(error, VendorThrottled):
+                self.quota.pause(job.corp_id, CREATE_API, error.retry_after_s)
+                log.warning(
+                    "vendor_throttled",
+                    job_id=job.id,
+                    corp_id=job.corp_id,
+                    pause_s=error.retry_after_s,
+                )
             elif isinstance(error, VendorBusy):
                 cap = self.quota.on_busy(job.corp_id, CREATE_API)
                 log.warning("vendor_busy", job_id=job.id, corp_id=job.corp_id, in_flight_cap=cap)

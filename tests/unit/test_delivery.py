@@ -14,10 +14,17 @@ from broadcaster.errors import (
     VendorBusy,
     VendorError,
     VendorRejected,
+    VendorThrottled,
     VendorUnreachable,
 )
 from broadcaster.status import JobStatus
-from broadcaster.weiban import classify_errcode, classify_transport, read_response
+from broadcaster.weiban import (
+    Answer,
+    classify_errcode,
+    classify_transport,
+    read_reply,
+    retry_after_s,
+)
 
 S, F, U = JobStatus.SCHEDULED, JobStatus.FAILED, JobStatus.UNKNOWN
 
@@ -32,6 +39,7 @@ S, F, U = JobStatus.SCHEDULED, JobStatus.FAILED, JobStatus.UNKNOWN
         (VendorBusy("10052", errcode=10052), 4, "unknown", S, False, 1.0),
         (VendorBlocked("10053", errcode=10053), 4, "unknown", S, False, 60.0),
         (CredentialsRejected("bad secret"), 0, "unknown", S, False, 60.0),
+        (VendorThrottled("429", retry_after_s=7.0), 4, "unknown", S, False, 7.0),
         (VendorRejected("bad body", errcode=20001), 0, "unknown", F, True, None),
         (OutcomeUnknown("read timeout"), 0, "unknown", U, True, None),
         (OutcomeUnknown("read timeout"), 0, "retry", S, True, 4.0),
@@ -108,7 +116,7 @@ REQUEST = httpx.Request("POST", "https://v/open-api/x?access_token=SECRET-TOKEN"
 def test_transport_errors_split_into_not_sent_and_maybe_sent(
     exc: httpx.HTTPError, kind: type
 ) -> None:
-    error = classify_transport(exc, "POST /open-api/customer_group_msg/add")
+    error = classify_transport(exc, "POST /open-api/customer_group_msg/add", budget_s=10)
     assert type(error) is kind
     assert "SECRET-TOKEN" not in str(error)
 
@@ -117,11 +125,46 @@ def test_transport_errors_split_into_not_sent_and_maybe_sent(
     ("status", "content", "kind"),
     [
         (502, b"<html>bad gateway</html>", OutcomeUnknown),
+        (503, b"", OutcomeUnknown),
         (200, b"<html>not json</html>", OutcomeUnknown),
+        (200, b"\xff\xfe not utf-8", OutcomeUnknown),
         (200, b'{"no": "errcode"}', OutcomeUnknown),
-        (404, b"not found", VendorRejected),
+        (200, b'{"errcode": "ok"}', OutcomeUnknown),
+        (200, b'{"errcode": true}', OutcomeUnknown),
+        (200, b'{"errcode": 1.5}', OutcomeUnknown),
+        (200, b"[0]", OutcomeUnknown),
+        (302, b"", VendorUnreachable),
+        (404, b"not found", VendorUnreachable),
+        (429, b"slow down", VendorThrottled),
     ],
 )
 def test_odd_answers_are_classified(status: int, content: bytes, kind: type) -> None:
     with pytest.raises(kind):
-        read_response(httpx.Response(status, content=content, request=REQUEST), "POST /x")
+        read_reply(Answer(status, httpx.Headers(), content), "POST /x")
+
+
+def test_an_errcode_spelled_as_digits_is_read_as_the_number() -> None:
+    reply = read_reply(Answer(200, httpx.Headers(), b'{"errcode": "0", "errmsg": "ok"}'), "x")
+    assert (reply.errcode, reply.errmsg) == (0, "ok")
+
+
+def test_an_errmsg_that_is_not_text_is_kept_as_json_text() -> None:
+    reply = read_reply(Answer(200, httpx.Headers(), b'{"errcode": 20001, "errmsg": [1]}'), "x")
+    assert reply.errmsg == "[1]"
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, 5.0),
+        ("7", 7.0),
+        ("0", 1.0),
+        ("99999999999999999999", 3600.0),
+        ("soon", 5.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 1.0),  # in the past
+        ("-3", 5.0),
+    ],
+)
+def test_retry_after_is_honoured_within_bounds(header: str | None, seconds: float) -> None:
+    headers = httpx.Headers({"Retry-After": header} if header is not None else {})
+    assert retry_after_s(headers) == seconds
