@@ -130,6 +130,8 @@ class SchedulerService:
         recovered = self.store.recover(now, self.settings.queued_lease_s)
         for job_id in recovered.unknown:
             log.warning("job_unknown", job_id=job_id, reason="sending lease expired")
+        for job_id, reason in recovered.failed:
+            log.warning("job_rejected", job_id=job_id, reason=reason)
         if recovered.expired:
             log.info("jobs_expired", count=recovered.expired)
         if recovered.requeued:

@@ -1,0 +1,248 @@
+"""Judging a claimed row on its own, before a worker ever sees it (issue 9).
+
+Producers write `broadcast_jobs` by plain SQL, and SQLite keeps whatever type they wrote:
+text in `priority` (INTEGER affinity keeps what does not look like a number), a blob in
+any column, a real for an integer past 64 bits, text that is not UTF-8; PostgreSQL keeps
+times Python cannot hold (`infinity`, BC, years past 9999). Reading such a row as its
+declared type raised in the middle of a claim: the TypeError or ValueError stalled the
+whole batch (left `queued` until its lease ran out) or every claim after it.
+
+So the claim reads every column it judges in a form that cannot fail to load (on SQLite
+the storage class and the raw bytes; on PostgreSQL times as text), and `judge` decides
+per row: sent on, `expired`, or `failed` with a reason that names each bad column. A row
+that passes has what the worker relies on: a non-empty text corp, a valid payload,
+integer `priority`, `max_attempts` >= 1 and `attempts` >= 0, and readable times.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import LargeBinary, String, Text, case, cast, func
+from sqlalchemy.sql.elements import ColumnElement
+
+from broadcaster.errors import BroadcasterError
+from broadcaster.payload import parse_payload
+from broadcaster.schema import jobs
+
+TEXT_COLUMNS = ("corp_id", "payload", "dedupe_key", "campaign")
+INTEGER_COLUMNS = ("priority", "max_attempts", "attempts")
+TIME_COLUMNS = ("send_at", "not_before", "expires_at")
+JUDGED_COLUMNS = TEXT_COLUMNS + INTEGER_COLUMNS + TIME_COLUMNS
+"""The producer's columns, plus the two service columns a producer could also write
+(`attempts`, `not_before`) that the worker or the claim order rely on."""
+
+MINIMUM = {"max_attempts": 1, "attempts": 0}
+TIME_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?")
+SHOWN_CHARS = 60
+
+
+def judged_columns(dialect: str) -> list[ColumnElement[Any]]:
+    """What the claim's RETURNING reads: loading none of these can raise.
+
+    SQLite: each column's storage class (`typeof`) and its bytes (`CAST … AS BLOB`, so
+    text that is not UTF-8 does not fail the fetch). PostgreSQL: its own types hold,
+    except times outside Python's range, which come as text (`to_char`, independent of
+    DateStyle; an infinite time as its name)."""
+    columns: list[ColumnElement[Any]] = [jobs.c.id]
+    for name in JUDGED_COLUMNS:
+        column = jobs.c[name]
+        if dialect == "sqlite":
+            columns.append(func.typeof(column, type_=String).label(f"{name}__type"))
+            columns.append(cast(column, LargeBinary).label(f"{name}__raw"))
+        elif name in TIME_COLUMNS:
+            columns.append(loadable_time(column, dialect).label(name))
+        else:
+            columns.append(column.label(name))
+    return columns
+
+
+def loadable_time(expression: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    """A time as bytes (SQLite) or text (PostgreSQL), for `read_time`."""
+    if dialect == "sqlite":
+        return cast(expression, LargeBinary)
+    return case(
+        (
+            func.isfinite(expression),
+            func.to_char(expression, "YYYY-MM-DD HH24:MI:SS.US AD", type_=Text),
+        ),
+        else_=cast(expression, Text),
+    )
+
+
+def read_time(value: str | bytes | None) -> datetime | None:
+    """A `loadable_time` value as a naive UTC datetime; None if NULL or not a time
+    Python can hold."""
+    if value is None:
+        return None
+    try:
+        return _time("time", Cell("text", value))
+    except (Unfit, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One stored value: its storage class (null, integer, real, text, blob) and value
+    (raw bytes from SQLite, the loaded value from PostgreSQL)."""
+
+    kind: str
+    value: Any
+
+    def text(self) -> str:
+        if isinstance(self.value, bytes):
+            return self.value.decode("utf-8")  # UnicodeDecodeError: a ValueError
+        return str(self.value)
+
+    def shown(self) -> str:
+        """The value for an error message, short and literal."""
+        if self.kind == "blob":
+            return f"a blob of {len(self.value)} bytes"
+        try:
+            text = self.text()
+        except ValueError:
+            return "text that is not valid UTF-8"
+        if self.kind == "integer":
+            return f"the integer {text}"
+        if self.kind == "real":
+            shown = f"the real number {text}"
+            try:
+                if abs(float(text)) >= 2**63:
+                    shown += " (an integer past 64 bits is stored as a real)"
+            except ValueError:
+                pass
+            return shown
+        if len(text) > SHOWN_CHARS:
+            text = text[:SHOWN_CHARS] + "…"
+        return f"the text {text!r}"
+
+
+def cells_of(row: Any, dialect: str) -> dict[str, Cell]:
+    mapping = row._mapping
+    if dialect == "sqlite":
+        return {
+            name: Cell(str(mapping[f"{name}__type"]), mapping[f"{name}__raw"])
+            for name in JUDGED_COLUMNS
+        }
+    cells = {}
+    for name in JUDGED_COLUMNS:
+        value = mapping[name]
+        kind = "null" if value is None else "integer" if isinstance(value, int) else "text"
+        cells[name] = Cell(kind, value)
+    return cells
+
+
+class Unfit(Exception):
+    """What is wrong with one column (the message omits the column's name)."""
+
+
+@dataclass
+class Verdict:
+    """`outcome` is `claimed`, `expired` or `failed`."""
+
+    outcome: str
+    corp_id: str = ""
+    priority: int = 0
+    due_at: datetime = datetime.min
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.problems)
+
+
+def judge(row: Any, dialect: str, *, default_corp: str | None, now: datetime) -> Verdict:
+    """Decide one claimed row. Never raises for anything stored in the row."""
+    cells = cells_of(row, dialect)
+    problems: list[str] = []
+
+    def take(read: Any, name: str) -> Any:
+        try:
+            return read(name, cells[name])
+        except Unfit as unfit:
+            problems.append(f"{name}: {unfit}")
+        except BroadcasterError as exc:  # parse_payload's reasons already name `payload`
+            problems.append(str(exc))
+        except Exception as exc:  # anything else is this row's problem only
+            problems.append(f"{name}: unreadable ({type(exc).__name__}: {exc})")
+        return None
+
+    expires_at = take(_time, "expires_at")
+    if expires_at is not None and expires_at <= now:
+        return Verdict("expired")
+    corp_id = take(lambda name, cell: _corp(cell, default_corp), "corp_id")
+    take(_payload, "payload")
+    take(_text, "dedupe_key")
+    take(_text, "campaign")
+    priority = take(_integer, "priority")
+    take(_integer, "max_attempts")
+    take(_integer, "attempts")
+    send_at = take(_time, "send_at")
+    not_before = take(_time, "not_before")
+    if cells["send_at"].kind == "null":
+        problems.append("send_at: NULL; write a UTC time or leave it out for now")
+    if problems:
+        return Verdict("failed", problems=problems)
+    return Verdict("claimed", corp_id, priority, not_before or send_at)
+
+
+def _text(name: str, cell: Cell) -> str | None:
+    if cell.kind == "null":
+        return None
+    if cell.kind != "text":
+        raise Unfit(f"must be text, not {cell.shown()}")
+    try:
+        return cell.text()
+    except ValueError:
+        raise Unfit("text that is not valid UTF-8") from None
+
+
+def _corp(cell: Cell, default_corp: str | None) -> str:
+    corp = _text("corp_id", cell)
+    if corp is None:
+        if not default_corp:
+            raise Unfit(
+                "NULL and no default corp is set; write corp_id in the row or set WEIBAN_CORP_ID"
+            )
+        return default_corp
+    if not corp.strip():
+        raise Unfit(
+            f"{cell.shown()} is blank; write a corp id, or NULL for the default corp "
+            "(WEIBAN_CORP_ID)"
+        )
+    return corp
+
+
+def _payload(name: str, cell: Cell) -> None:
+    if cell.kind != "text":
+        raise Unfit(f"must be JSON text, not {cell.shown()}")
+    parse_payload(_text(name, cell) or "")
+
+
+def _integer(name: str, cell: Cell) -> int:
+    if cell.kind != "integer":
+        raise Unfit(f"must be an integer, not {cell.shown()}")
+    value = int(cell.text())
+    minimum = MINIMUM.get(name)
+    if minimum is not None and value < minimum:
+        raise Unfit(f"must be at least {minimum}, not {value}")
+    return value
+
+
+def _time(name: str, cell: Cell) -> datetime | None:
+    if cell.kind == "null":
+        return None
+    wanted = "a UTC time like 2026-12-01 01:00:00 (years 1 to 9999)"
+    if cell.kind != "text":
+        raise Unfit(f"must be {wanted}, not {cell.shown()}")
+    text = _text(name, cell) or ""
+    text = text.removesuffix(" AD")  # PostgreSQL's era (BC stays and is refused)
+    if TIME_SHAPE.fullmatch(text):
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    raise Unfit(f"must be {wanted}, not {cell.shown()}")
