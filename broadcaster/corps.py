@@ -49,10 +49,10 @@ class _CorpEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     secret: SecretStr
-    quota_per_minute: int | None = Field(default=None, gt=0)
-    quota_per_hour: int | None = Field(default=None, gt=0)
-    max_in_flight: int | None = Field(default=None, gt=0)
-    headroom: float | None = Field(default=None, gt=0, le=1)
+    quota_per_minute: int | None = Field(default=None, gt=0, le=1_000_000)
+    quota_per_hour: int | None = Field(default=None, gt=0, le=100_000_000)
+    max_in_flight: int | None = Field(default=None, gt=0, le=1000)
+    headroom: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,17 @@ class CorpDirectory:
 
     def _load(self, path: Path) -> dict[str, Corp]:
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            raw = json.loads(path.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            raise SettingsError(
+                f"WEIBAN_CORPS_FILE {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                "save it as UTF-8"
+            ) from None
+        except OSError as exc:
+            raise SettingsError(
+                f"WEIBAN_CORPS_FILE {path}: cannot read it: {exc.strerror or exc}"
+            ) from None
+        except json.JSONDecodeError as exc:
             raise SettingsError(
                 f"WEIBAN_CORPS_FILE {path}: cannot read it as JSON: {exc}"
             ) from None

@@ -9,20 +9,24 @@ server costs one failed statement per process, not a crash.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from broadcaster.errors import JobStoreError
+from broadcaster.logs import redact_text
+from broadcaster.settings import POSTGRES_DRIVERS
 
 
 def normalise_url(url: str) -> str:
-    """`postgresql://` means psycopg 3 here (SQLAlchemy's default driver is psycopg2)."""
-    if url.startswith("postgresql://"):
-        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    if url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.removeprefix("postgres://")
+    """`postgresql://` means psycopg 3 here (SQLAlchemy's default driver is psycopg2, which
+    is not installed); so do `postgres://` and `postgresql+psycopg2://` (same URL form)."""
+    scheme, separator, rest = url.partition("://")
+    backend, _, driver = scheme.partition("+")
+    if separator and backend in ("postgresql", "postgres") and driver in POSTGRES_DRIVERS:
+        return "postgresql+psycopg://" + rest
     return url
 
 
@@ -62,6 +66,28 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def shown_url(engine: Engine) -> str:
+    """The database URL as it may be printed: without its password."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+def sqlite_file(engine: Engine) -> Path | None:
+    """The file a SQLite engine opens (None for PostgreSQL and for `file:` URI forms)."""
+    if not is_sqlite(engine) or not engine.url.database or engine.url.query.get("uri"):
+        return None
+    return Path(engine.url.database).absolute()
+
+
+def require_database_file(engine: Engine) -> None:
+    """Refuse, without creating it, a SQLite file that is not there: connecting would
+    create an empty database, and a mistyped path would then look like "no such table"."""
+    path = sqlite_file(engine)
+    if path is not None and not path.exists():
+        raise JobStoreError(
+            f"no database at {path}; check DATABASE_URL or run `broadcaster db upgrade`"
+        )
+
+
 def check_connection(engine: Engine) -> None:
     """Fail with a line that names the database (password hidden) and the fix."""
     try:
@@ -69,7 +95,7 @@ def check_connection(engine: Engine) -> None:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         raise JobStoreError(
-            f"cannot reach the database at {engine.url.render_as_string(hide_password=True)}: "
+            f"cannot reach the database at {shown_url(engine)}: "
             f"{first_line(exc)}; check DATABASE_URL and that the server is running"
         ) from None
 
@@ -77,4 +103,4 @@ def check_connection(engine: Engine) -> None:
 def first_line(exc: BaseException) -> str:
     """The first line of a driver error: the cause, without SQL or background links."""
     message = str(getattr(exc, "orig", None) or exc).strip()
-    return message.splitlines()[0] if message else type(exc).__name__
+    return redact_text(message.splitlines()[0]) if message else type(exc).__name__

