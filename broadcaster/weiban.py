@@ -10,8 +10,10 @@ line: errors name the endpoint path only.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.utils
+import hashlib
 import json
 import math
 import time
@@ -24,6 +26,7 @@ from typing import Any
 import httpx
 import redis
 import structlog
+from cryptography.fernet import Fernet, InvalidToken
 
 from broadcaster.corps import CorpDirectory
 from broadcaster.deadline import deadline_passed, deadline_scope, deadline_transport, remaining_s
@@ -176,6 +179,50 @@ def _token_ttl_s(value: Any) -> int:
     return 7200
 
 
+class TokenSeal:
+    """Tokens are kept in Redis sealed (Fernet) with a key derived from the corp's secret:
+    every process that may fetch a token can read one, and a Redis dump, `MONITOR` or a
+    replica reveals none. A value that does not open (sealed under an older secret, or
+    written by an older version) counts as no token."""
+
+    def __init__(self, secret_of: Callable[[str], str | None]) -> None:
+        self.secret_of = secret_of
+        self._keys: dict[tuple[str, str], Fernet] = {}
+
+    def _fernet(self, corp_id: str) -> Fernet | None:
+        secret = self.secret_of(corp_id)
+        if secret is None:
+            return None
+        key = (corp_id, secret)
+        if key not in self._keys:
+            material = hashlib.sha256(f"broadcaster token\0{corp_id}\0{secret}".encode())
+            self._keys[key] = Fernet(base64.urlsafe_b64encode(material.digest()))
+        return self._keys[key]
+
+    def close(self, corp_id: str, token: str) -> bytes:
+        fernet = self._fernet(corp_id)
+        return fernet.encrypt(token.encode()) if fernet else token.encode()
+
+    def open(self, corp_id: str, raw: bytes | None) -> str | None:
+        if not raw:
+            return None
+        fernet = self._fernet(corp_id)
+        if fernet is None:
+            return raw.decode(errors="replace")
+        try:
+            return fernet.decrypt(raw).decode()
+        except (InvalidToken, UnicodeDecodeError):
+            return None
+
+
+def _secret_of(corps: CorpDirectory, corp_id: str) -> str | None:
+    try:
+        secret = corps.get(corp_id).secret
+    except VendorRejected:  # no secret configured: nothing to seal with, nothing to fetch
+        return None
+    return secret.get_secret_value() if secret else None
+
+
 class TokenCache:
     """Access tokens in Redis, shared by every process.
 
@@ -192,10 +239,12 @@ class TokenCache:
         client: redis.Redis,
         fetch: Callable[[str], tuple[str, int]],
         fingerprint: Callable[[str], str] | None = None,
+        seal: TokenSeal | None = None,
     ) -> None:
         self.client = client
         self.fetch = fetch
         self.fingerprint = fingerprint  # a refusal is remembered for that secret only
+        self.seal = seal or TokenSeal(lambda _corp: None)
         self.refreshes = 0
         self._local: dict[str, tuple[str, float]] = {}
 
@@ -211,8 +260,7 @@ class TokenCache:
         local = self._local.get(corp_id)
         if local and local[1] > time.monotonic():
             return local[0]
-        cached = self.client.get(self._key(corp_id))
-        token = cached.decode() if cached else self._refresh(corp_id, stale=None)
+        token = self._cached(corp_id) or self._refresh(corp_id, stale=None)
         register_secret(token)  # fetched by another process, maybe: mask it here too
         self._local[corp_id] = (token, time.monotonic() + self.LOCAL_TTL_S)
         return token
@@ -243,9 +291,11 @@ class TokenCache:
         raise VendorUnreachable(f"token for corp {corp_id}: another process's refresh hung")
 
     def _fresh(self, corp_id: str, stale: str | None) -> str | None:
-        cached = self.client.get(self._key(corp_id))
-        token = cached.decode() if cached else None
+        token = self._cached(corp_id)
         return token if token and token != stale else None
+
+    def _cached(self, corp_id: str) -> str | None:
+        return self.seal.open(corp_id, self.client.get(self._key(corp_id)))
 
     def _fetch_unless_fresh(self, corp_id: str, stale: str | None) -> str:
         fresh = self._fresh(corp_id, stale)
@@ -263,7 +313,7 @@ class TokenCache:
             self.client.set(failure_key, str(exc), ex=self.FAILURE_HOLD_S)
             raise
         ttl = max(expires_in - TOKEN_EARLY_REFRESH_S, min(expires_in, 60))
-        self.client.set(self._key(corp_id), token, ex=max(1, int(ttl)))
+        self.client.set(self._key(corp_id), self.seal.close(corp_id, token), ex=max(1, int(ttl)))
         self.refreshes += 1
         log.info("token_refreshed", corp_id=corp_id, expires_in=expires_in)
         return token
@@ -306,11 +356,14 @@ class WeibanClient:
             ),
             headers={"Content-Type": "application/json; charset=utf-8"},
         )
-        self.tokens = TokenCache(redis_client, self._fetch_token, corps.secret_fingerprint)
+        self.tokens = TokenCache(
+            redis_client,
+            self._fetch_token,
+            corps.secret_fingerprint,
+            TokenSeal(lambda corp_id: _secret_of(corps, corp_id)),
+        )
         for corp_id in corps.known():  # this process masks them wherever text leaves it
-            with contextlib.suppress(VendorRejected):
-                secret = corps.get(corp_id).secret
-                register_secret(secret.get_secret_value() if secret else None)
+            register_secret(_secret_of(corps, corp_id))
 
     def close(self) -> None:
         self.http.close()
