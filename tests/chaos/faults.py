@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from tests.poison import insert_odd_row, odd_rows
+
 if TYPE_CHECKING:
     from tests.chaos.round import Round
 
@@ -163,12 +165,33 @@ def malformed_rows(r: Round) -> Hit:
         inserted.append(job_id)
         r.names[name] = job_id
 
+    odd_kept: list[int] = []
+    odd_refused: list[dict[str, object]] = []
+
+    @settings(
+        max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(odd=odd_rows(due_only=True))
+    def insert_odd(odd: dict[str, object]) -> None:
+        # Odd types in any producer column (issue 9): text in `priority`, blobs, reals past
+        # 64 bits, blank corps, times Python cannot hold. Each must fail alone at claim
+        # time, or be refused by the database; none may stall the rows claimed with it.
+        name = f"odd-{r.number}-{len(odd_kept) + len(odd_refused)}"
+        job_id = insert_odd_row(r.engine, name, odd, campaign="malformed")
+        if job_id is None:
+            odd_refused.append(odd)
+            return
+        odd_kept.append(job_id)
+        r.names[name] = job_id
+
     insert()
-    r.malformed_ids.extend(inserted)
+    insert_odd()
+    r.malformed_ids.extend(inserted + odd_kept)
     return Hit(
         "malformed_rows",
         time.time(),
-        f"{len(inserted)} rows inserted, {len(refused)} refused by the database",
+        f"{len(inserted)} rows inserted, {len(refused)} refused by the database; "
+        f"odd types: {len(odd_kept)} inserted, {len(odd_refused)} refused",
     )
 
 

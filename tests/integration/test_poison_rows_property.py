@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +22,6 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import StatementError
 
 from broadcaster.dispatch import Dispatcher, make_broker
 from broadcaster.messages import QUEUE_NAME
@@ -31,107 +29,12 @@ from broadcaster.store import JobStore
 from broadcaster.timeutil import utcnow
 from scheduler.service import SchedulerService
 from tests.conftest import make_settings
-from tests.helpers import body, queued_job_ids
+from tests.helpers import queued_job_ids
+from tests.poison import certainly_bad, insert_odd_row, odd_rows
 from worker.app import build_sender
 
 EXAMPLES = int(os.environ.get("BROADCASTER_POISON_EXAMPLES", "12"))
 """Kept small for the suite; 150 per database ran clean when this was written."""
-PRODUCER_COLUMNS = (
-    "corp_id",
-    "payload",
-    "send_at",
-    "dedupe_key",
-    "campaign",
-    "priority",
-    "expires_at",
-    "max_attempts",
-)
-TIME_TEXTS = (
-    "0000-01-01 00:00:00",  # SQLite: readable, year 0; PostgreSQL: refused
-    "-infinity",  # PostgreSQL: due at once, not a Python time
-    "infinity",
-    "0044-03-15 00:00:00 BC",
-    "10000-01-01 00:00:00",
-    "2026-11-20T20:00:00+08:00",  # fine: stored as UTC (SQLite) or the offset dropped
-    "2026-02-30 00:00:00",
-    "2024-01-01",
-)
-
-
-@dataclass(frozen=True)
-class Literal:
-    """A value written into the SQL text, for what a driver cannot bind (an integer past
-    64 bits, which SQLite then stores as a real)."""
-
-    sql: str
-
-
-def odd_values() -> st.SearchStrategy[Any]:
-    return st.one_of(
-        st.text(max_size=12).map(lambda s: "x" + s),  # text that is no number
-        st.sampled_from(["", " ", "\t", "0", "10", "-1", "1.5", "1e3", "  7 "]),
-        st.integers(min_value=-(2**63), max_value=2**63 - 1),
-        st.integers(min_value=2**63, max_value=2**90).map(lambda n: Literal(str(n))),
-        st.integers(min_value=2**63 + 1, max_value=2**90).map(lambda n: Literal(str(-n))),
-        st.floats(),
-        st.binary(max_size=8),
-        st.none(),
-        st.sampled_from(TIME_TEXTS),
-        st.sampled_from([0, 2460000, 1.5]),  # SQLite reads a number as a Julian day
-    )
-
-
-odd_rows = st.dictionaries(st.sampled_from(PRODUCER_COLUMNS), odd_values(), max_size=2)
-
-
-def certainly_bad(column: str, value: Any, dialect: str) -> bool:
-    """Values the claim must fail naming `column`, whenever the database keeps them."""
-    if column == "payload":
-        return True  # no odd value here is a valid body
-    if column == "corp_id" and isinstance(value, str) and not value.strip():
-        return True
-    if dialect == "sqlite":
-        if isinstance(value, bytes) and column != "send_at" and column != "expires_at":
-            return True
-        if column in ("priority", "max_attempts"):
-            return isinstance(value, Literal) or (isinstance(value, str) and value[:1] == "x")
-        if column in ("send_at", "expires_at"):
-            return value in ("0000-01-01 00:00:00", 0, 1.5)  # year 0; 4713 BC
-        return False
-    if column == "send_at":
-        return value in ("-infinity", "0044-03-15 00:00:00 BC")
-    if column == "expires_at":
-        return value in ("infinity", "-infinity", "0044-03-15 00:00:00 BC", "10000-01-01 00:00:00")
-    return False
-
-
-def insert(engine: Engine, number: int, odd: dict[str, Any]) -> int | None:
-    """One row by plain SQL; None if the database (or its driver) refused it."""
-    row: dict[str, Any] = {
-        "corp_id": "corp-a",
-        "payload": json.dumps(body(name=f"prop-{number}")),
-        "send_at": "2026-11-01 00:00:00",
-        "campaign": "prop",
-        "priority": 0,
-        "max_attempts": 3,
-        **odd,
-    }
-    names, values, params = [], [], {}
-    for name, value in row.items():
-        names.append(name)
-        if isinstance(value, Literal):
-            values.append(value.sql)
-        else:
-            values.append(f":{name}")
-            params[name] = value
-    statement = (
-        f"INSERT INTO broadcast_jobs ({', '.join(names)}) VALUES ({', '.join(values)}) RETURNING id"
-    )
-    try:
-        with engine.begin() as connection:
-            return connection.execute(text(statement), params).scalar_one()
-    except (StatementError, OverflowError, ValueError):  # refused, with the driver's reason
-        return None
 
 
 def clean(engine: Engine, client: redis.Redis) -> None:
@@ -168,12 +71,12 @@ def test_odd_rows_fail_alone_and_good_rows_are_sent(
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(rows=st.lists(odd_rows, min_size=1, max_size=6))
+    @given(rows=st.lists(odd_rows(), min_size=1, max_size=6))
     def check(rows: list[dict[str, Any]]) -> None:
         clean(engine, redis_client)
         odd: dict[int, dict[str, Any]] = {}
         for number, columns in enumerate([{}, *rows, {}]):
-            job_id = insert(engine, number, columns)
+            job_id = insert_odd_row(engine, f"prop-{number}", columns)
             if job_id is not None:
                 odd[job_id] = columns
         started = utcnow()
