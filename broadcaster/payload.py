@@ -27,6 +27,23 @@ from broadcaster.settings import describe_validation_error
 MAX_GROUPS_PER_TASK = 2000
 """The vendor's cap on `group_ext_id_list` for one mass-message task."""
 
+# Size limits, in UTF-8 bytes. The Weiban page (`shared/seeds/`) states none; Weiban hands
+# the message to WeCom's 创建企业群发 API (externalcontact/add_msg_template, documented at
+# https://developer.work.weixin.qq.com/document/path/92135), whose documented limits are
+# these: text.content 最多4000个字节, link.title 最长128个字节, link.desc 最多512个字节,
+# link.url 最长2048个字节, miniprogram.title 最多64个字节.
+MAX_TEXT_BYTES = 4000
+VENDOR_BYTE_LIMITS = {
+    ("link", "title"): 128,
+    ("link", "desc"): 512,
+    ("link", "url"): 2048,
+    ("miniprogram", "title"): 64,
+}
+MAX_PAYLOAD_BYTES = 1 << 20
+"""Our own cap on one stored body (the vendor JSON of one job, after the audience split):
+2000 group ids and a full text fit many times over; a body past it is a mistake, and would
+otherwise travel whole through the database, the broker and the vendor call."""
+
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)]
 
 
@@ -88,6 +105,50 @@ class Attachment(_Strict):
         return self
 
 
+def unstorable(text: str) -> str | None:
+    """Why `text` cannot be stored or sent as it is, or None: PostgreSQL refuses NUL in
+    text, and an unpaired surrogate (`"\\ud800"` in JSON) is not Unicode that UTF-8 can
+    carry, so either would fail the whole batch of rows it travels with."""
+    if "\x00" in text:
+        return "contains a NUL character (\\x00)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"contains an unpaired surrogate {text[exc.start]!r}, which is not valid Unicode"
+    return None
+
+
+def _first_unstorable(value: Any) -> str | None:
+    """The first string (key or value) inside `value` that cannot be stored, as 'path: why'.
+    Iterative: a body nested a thousand deep is refused for its types later, not here."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if reason := unstorable(item):
+                return f"{path or 'payload'}: {reason}"
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                if isinstance(key, str) and (reason := unstorable(key)):
+                    return f"{key!a}: the key {reason}"
+                children.append((f"{path}.{key}" if path else str(key), child))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            indexed = [(f"{path}.{index}", child) for index, child in enumerate(item)]
+            stack.extend(reversed(indexed))
+    return None
+
+
+def _over(value: str, limit: int) -> int | None:
+    """The UTF-8 size of `value` when it is over `limit` bytes, else None (fast for short)."""
+    if len(value) * 4 <= limit:
+        return None
+    size = len(value.encode("utf-8"))
+    return size if size > limit else None
+
+
 class GroupMessage(_Strict):
     """The body of one customer-group mass message, as the vendor receives it."""
 
@@ -98,15 +159,48 @@ class GroupMessage(_Strict):
     text: str = ""
     attachments: list[Attachment] = Field(default_factory=list, max_length=9)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_strings(cls, data: Any) -> Any:
+        if found := _first_unstorable(data):
+            raise ValueError(found)
+        return data
+
     @model_validator(mode="after")
     def _has_content(self) -> GroupMessage:
         if not self.text.strip() and not self.attachments:
             raise ValueError("a message needs a non-empty text or at least one attachment")
         return self
 
+    @model_validator(mode="after")
+    def _within_vendor_limits(self) -> GroupMessage:
+        """Checked here, not per field, so the error names the field and the limit without
+        echoing a text of many kilobytes back."""
+        problems = []
+        if size := _over(self.text, MAX_TEXT_BYTES):
+            problems.append(f"text: {size} bytes in UTF-8, over WeCom's limit of {MAX_TEXT_BYTES}")
+        for index, attachment in enumerate(self.attachments):
+            for (kind, name), limit in VENDOR_BYTE_LIMITS.items():
+                value = getattr(getattr(attachment, kind) or object(), name, None)
+                if isinstance(value, str) and (size := _over(value, limit)):
+                    problems.append(
+                        f"attachments.{index}.{kind}.{name}: {size} bytes in UTF-8, "
+                        f"over WeCom's limit of {limit}"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def to_vendor_json(self) -> str:
-        """The exact body stored in `broadcast_jobs.payload` and sent to the vendor."""
-        return self.model_dump_json(exclude_none=True)
+        """The exact body stored in `broadcast_jobs.payload` and sent to the vendor;
+        `InvalidPayload` when it is over `MAX_PAYLOAD_BYTES`."""
+        body = self.model_dump_json(exclude_none=True)
+        if len(body) * 4 > MAX_PAYLOAD_BYTES and (size := len(body.encode())) > MAX_PAYLOAD_BYTES:
+            raise InvalidPayload(
+                f"payload is {size} bytes as JSON, over the limit of {MAX_PAYLOAD_BYTES} "
+                "(1 MiB) for one message"
+            )
+        return body
 
 
 def parse_payload(raw: str | bytes | dict[str, Any]) -> GroupMessage:
