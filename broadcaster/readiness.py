@@ -9,9 +9,10 @@ from typing import TypeVar
 
 import structlog
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from broadcaster import migrate
-from broadcaster.db import check_connection
+from broadcaster.db import check_connection, first_line, require_database_file, shown_url
 from broadcaster.errors import BroadcasterError, JobStoreError
 
 log = structlog.get_logger("broadcaster")
@@ -19,9 +20,23 @@ T = TypeVar("T")
 
 
 def check_schema(engine: Engine) -> None:
-    """The database is reachable and migrated to the code's head revision."""
+    """The database is there (a missing SQLite file is not created), reachable, and
+    migrated to the code's head revision; else one line that says to run `db upgrade`."""
+    require_database_file(engine)
     check_connection(engine)
-    current, head = migrate.current_revision(engine), migrate.head_revision()
+    try:
+        current = migrate.current_revision(engine)
+    except SQLAlchemyError as exc:
+        raise JobStoreError(
+            f"cannot read the schema revision of the database at {shown_url(engine)}: "
+            f"{first_line(exc)}; run `broadcaster db upgrade`"
+        ) from None
+    head = migrate.head_revision()
+    if current is None:
+        raise JobStoreError(
+            f"the database at {shown_url(engine)} has no broadcaster tables yet; "
+            "run `broadcaster db upgrade`"
+        )
     if current != head:
         raise JobStoreError(
             f"database schema is at {current or 'nothing'}, the code needs {head}; "

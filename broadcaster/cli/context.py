@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from rich.console import Console
+from sqlalchemy import Engine
 
 from broadcaster.db import make_engine
 from broadcaster.logs import configure_logging, register_secret
+from broadcaster.readiness import check_schema
 from broadcaster.settings import Settings, load_settings
 from broadcaster.store import JobStore
 
@@ -28,6 +30,14 @@ class CliContext:
         return settings
 
     @cached_property
+    def engine(self) -> Engine:
+        """The database, unchecked: only `db upgrade` may use it before it has tables."""
+        return make_engine(self.settings.database_url)
+
+    @cached_property
     def store(self) -> JobStore:
-        engine = make_engine(self.settings.database_url)
-        return JobStore(engine, default_corp=self.settings.weiban_corp_id)
+        """The job tables, for every command that reads or writes jobs. Checked first, in
+        this one place, so each such command fails alike with one line that says what to
+        do: no SQLite file (never created here), unreachable, or not migrated."""
+        check_schema(self.engine)
+        return JobStore(self.engine, default_corp=self.settings.weiban_corp_id)

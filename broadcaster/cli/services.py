@@ -38,13 +38,27 @@ def scheduler(ctx: typer.Context) -> None:
 
 
 PROCESSES = typer.Option(
-    None, "--processes", "-p", min=1, help="Worker processes (default WORKER_PROCESSES, 2)."
+    None,
+    "--processes",
+    "-p",
+    min=1,
+    max=256,
+    help="Worker processes, 1 to 256 (default WORKER_PROCESSES, 2).",
 )
 THREADS = typer.Option(
-    None, "--threads", "-t", min=1, help="Threads per process (default WORKER_THREADS, 8)."
+    None,
+    "--threads",
+    "-t",
+    min=1,
+    max=1024,
+    help="Threads per process, 1 to 1024 (default WORKER_THREADS, 8).",
 )
 PREFETCH = typer.Option(
-    None, "--prefetch", min=0, help="Messages each process holds (default threads + 2)."
+    None,
+    "--prefetch",
+    min=0,
+    max=100_000,
+    help="Messages each process holds (default threads + 2).",
 )
 
 
