@@ -464,3 +464,30 @@ def test_random_bad_lines_are_rejected_by_number_and_every_good_line_is_imported
     assert report.lines == len(drawn)
     assert (report.inserted, report.duplicates) == (len(good_keys), 0)
     assert [row.dedupe_key for row in rows_of(engine, tag)] == good_keys
+
+
+def test_a_database_that_goes_away_stops_the_import_saying_how_far_it_got(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Not a row's fault: no line is blamed; the one-line error says what is in."""
+    from broadcaster.errors import JobStoreError
+
+    class FailsOnSecondBatch(JobStore):
+        calls = 0
+
+        def insert_jobs(self, rows: Any) -> Any:
+            self.calls += 1
+            if self.calls == 2:
+                raise JobStoreError("database unavailable: connection refused")
+            return super().insert_jobs(rows)
+
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(jsonl([good("gone", n) for n in range(10)]), encoding="utf-8")
+
+    with pytest.raises(JobStoreError) as stopped:
+        import_file(path, FailsOnSecondBatch(engine), tz="UTC", batch_size=4)
+
+    message = str(stopped.value)
+    assert message.startswith("database unavailable: connection refused; import stopped")
+    assert "lines before 5 are in (4 jobs inserted, 0 duplicates, 0 rejected)" in message
+    assert len(rows_of(engine, "gone")) == 4
