@@ -31,9 +31,11 @@ def demo(
 
 def scheduler(ctx: typer.Context) -> None:
     """Claim due jobs and hand them to the workers, until SIGTERM."""
+    from broadcaster.corps import CorpDirectory
     from scheduler.runner import run_scheduler
 
     cli: CliContext = ctx.obj
+    CorpDirectory(cli.settings)  # a broken corps file: one line now, not after the waits
     run_scheduler(cli.settings)
 
 

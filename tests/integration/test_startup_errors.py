@@ -67,7 +67,7 @@ def migrated_sqlite(path: Path) -> str:
 
 
 # ------------------------------------------------------------------ item 7: the worker
-@pytest.mark.parametrize("command", ["worker", "run"])
+@pytest.mark.parametrize("command", ["worker", "run", "scheduler"])
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
@@ -88,7 +88,8 @@ def test_a_broken_corps_file_stops_worker_and_run_at_once_with_one_line(
         command,
         cwd=tmp_path,
         timeout=30,  # before the fix: children restarted every 2 s, forever
-        DATABASE_URL=migrated_sqlite(tmp_path / "jobs.db"),
+        # No database yet: the command must not wait for one before checking the file.
+        DATABASE_URL=f"sqlite:///{tmp_path / 'jobs.db'}",
         REDIS_URL=redis_url,
         WEIBAN_CORPS_FILE=str(corps),
     )
