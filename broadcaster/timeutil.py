@@ -23,11 +23,24 @@ def zone(name: str) -> ZoneInfo:
         ) from None
 
 
+TIME_RANGE = "0001-01-01 00:00:00 to 9999-12-31 23:59:59 UTC"
+
+
 def to_naive_utc(moment: datetime) -> datetime:
-    """An aware datetime to naive UTC; a naive one is taken as UTC already (the SQL contract)."""
+    """An aware datetime to naive UTC; a naive one is taken as UTC already (the SQL contract).
+
+    A time that leaves the calendar once converted (`0001-01-01T00:00:00+01:00`,
+    `9999-12-31T23:59:59-05:00`) is an `InvalidJob` naming the allowed range.
+    """
     if moment.tzinfo is None:
         return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)
+    try:
+        return moment.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise InvalidJob(
+            f"time {moment.isoformat()} is out of range once converted to UTC; "
+            f"times must fall from {TIME_RANGE}"
+        ) from None
 
 
 def parse_user_time(text: str, *, tz: str | None) -> datetime:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from broadcaster.cli.context import CliContext
+from broadcaster.cli.options import JOB_ID, LIMIT, int_range
+from broadcaster.cli.render import literal, plain, print_json
 from broadcaster.errors import InvalidJob
 from broadcaster.status import JobStatus
 from broadcaster.timeutil import utcnow
@@ -16,6 +18,8 @@ from broadcaster.timeutil import utcnow
 app = typer.Typer(
     help="Inspect and act on jobs: list, show, cancel, retry, resolve.", no_args_is_help=True
 )
+
+JOB_ID_ARG = typer.Argument(..., callback=int_range(JOB_ID), help="The job's id.")
 
 LIST_COLUMNS = ("id", "status", "corp_id", "campaign", "send_at", "attempts", "last_error")
 
@@ -33,27 +37,25 @@ def list_jobs(
     status: JobStatus | None = typer.Option(None, "--status"),
     campaign: str | None = typer.Option(None, "--campaign"),
     corp: str | None = typer.Option(None, "--corp"),
-    limit: int = typer.Option(50, "--limit", min=1),
+    limit: int = typer.Option(50, "--limit", callback=int_range(LIMIT)),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The newest jobs, filtered."""
     cli: CliContext = ctx.obj
     rows = cli.store.list_jobs(status=status, campaign=campaign, corp_id=corp, limit=limit)
     if as_json:
-        cli.console.print_json(json.dumps([_jsonable(row) for row in rows], ensure_ascii=False))
+        print_json(cli.console, [_jsonable(row) for row in rows])
         return
     table = Table(*LIST_COLUMNS)
     for row in rows:
-        table.add_row(
-            *("" if getattr(row, col) is None else str(getattr(row, col)) for col in LIST_COLUMNS)
-        )
+        table.add_row(*(literal(getattr(row, col), one_line=True) for col in LIST_COLUMNS))
     cli.console.print(table)
 
 
 @app.command()
 def show(
     ctx: typer.Context,
-    job_id: int,
+    job_id: int = JOB_ID_ARG,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One job with its attempt history."""
@@ -61,22 +63,33 @@ def show(
     job = _jsonable(cli.store.get(job_id))
     job["attempt_history"] = [_jsonable(a) for a in cli.store.attempts_of(job_id)]
     if as_json:
-        cli.console.print_json(json.dumps(job, ensure_ascii=False))
+        print_json(cli.console, job)
         return
     for key, value in job.items():
         if key != "attempt_history":
-            cli.console.print(f"[bold]{key}[/]: {value}", markup=True, highlight=False)
+            shown = literal("None" if value is None else value)
+            cli.console.print(Text.assemble((key, "bold"), ": ", shown))
     for attempt in job["attempt_history"]:
         cli.console.print(
-            f"  attempt {attempt['attempt_no']} at {attempt['started_at']}: "
-            f"{attempt['outcome']} errcode={attempt['errcode']} {attempt['error'] or ''}"
+            Text.assemble(
+                "  attempt ",
+                literal(attempt["attempt_no"]),
+                " at ",
+                literal(attempt["started_at"]),
+                ": ",
+                literal(attempt["outcome"]),
+                " errcode=",
+                literal(attempt["errcode"]),
+                " ",
+                literal(attempt["error"]),
+            )
         )
 
 
 @app.command()
 def cancel(
     ctx: typer.Context,
-    job_id: int | None = typer.Argument(None),
+    job_id: int | None = typer.Argument(None, callback=int_range(JOB_ID)),
     campaign: str | None = typer.Option(None, "--campaign", help="Cancel a whole campaign."),
 ) -> None:
     """Cancel one job, or every not-yet-sending job of a campaign."""
@@ -88,13 +101,15 @@ def cancel(
         cli.console.print(f"job {job_id} cancelled")
         return
     cancelled, sending = cli.store.cancel_campaign(campaign or "", utcnow())
-    cli.console.print(f"campaign {campaign}: {cancelled} jobs cancelled")
+    cli.console.print(
+        Text.assemble("campaign ", literal(campaign), f": {cancelled} jobs cancelled")
+    )
     if sending:
         cli.console.print(f"{sending} jobs already sending could not be cancelled")
 
 
 @app.command()
-def retry(ctx: typer.Context, job_id: int) -> None:
+def retry(ctx: typer.Context, job_id: int = JOB_ID_ARG) -> None:
     """Send a `failed` job again, with a fresh set of attempts."""
     cli: CliContext = ctx.obj
     cli.store.retry(job_id, utcnow())
@@ -104,7 +119,7 @@ def retry(ctx: typer.Context, job_id: int) -> None:
 @app.command()
 def resolve(
     ctx: typer.Context,
-    job_id: int,
+    job_id: int = JOB_ID_ARG,
     sent: bool = typer.Option(False, "--sent", help="The message exists at the vendor."),
     resend: bool = typer.Option(False, "--resend", help="It does not: send it again."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
@@ -122,6 +137,7 @@ def resolve(
         raise InvalidJob(f"job {job_id} is {job.status}, not unknown; nothing to resolve")
     action = "mark it sent" if sent else "SEND IT AGAIN (the groups may get it twice)"
     if not yes:
-        typer.confirm(f"job {job_id} ({job.campaign or 'no campaign'}): {action}?", abort=True)
+        label = plain(job.campaign, one_line=True) if job.campaign else "no campaign"
+        typer.confirm(f"job {job_id} ({label}): {action}?", abort=True)
     cli.store.resolve(job_id, utcnow(), sent=sent)
     cli.console.print(f"job {job_id} " + ("marked sent" if sent else "scheduled to be resent"))

@@ -1,7 +1,10 @@
 """Entry point: one error handler for every command.
 
 A `BroadcasterError` (bad setting, bad payload, unreachable database, ...) prints one line
-and exits 1; `-v` adds the traceback. Exit codes: 0 ok, 1 error, 2 usage error.
+and exits 1; `-v` adds the traceback. A usage error (an unknown option, a value out of
+range) prints one line naming the option and exits 2. Exit codes: 0 ok, 1 error, 2 usage
+error. Every message goes through `render.plain`: no secret and no control character
+reaches the terminal, whatever text a message quotes.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import sys
 import traceback
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from broadcaster.cli import db as db_cmds
 from broadcaster.cli import jobs as jobs_cmds
@@ -17,9 +21,11 @@ from broadcaster.cli import produce as produce_cmds
 from broadcaster.cli import services as service_cmds
 from broadcaster.cli import status as status_cmds
 from broadcaster.cli.context import CliContext
+from broadcaster.cli.render import plain
 from broadcaster.errors import BroadcasterError
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 
 app = typer.Typer(
     name="broadcaster",
@@ -44,15 +50,32 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Usage errors are Typer's (exit 2); ours surface here, in standalone mode."""
+    """Run a command; every error ends as one line on stderr and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=args, prog_name="broadcaster")
+        result = app(args=args, prog_name="broadcaster", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()  # the help text itself, as Typer prints it
+        sys.exit(exc.exit_code)
+    except ClickException as exc:
+        _fail(exc.format_message() + _help_hint(exc), exc.exit_code)
+    except typer.Abort:
+        _fail("aborted", EXIT_ERROR)
     except BroadcasterError as exc:
         if "-v" in args or "--verbose" in args:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
+        _fail(str(exc), EXIT_ERROR)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _help_hint(exc: ClickException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    return f" (see {ctx.command_path} --help)" if ctx is not None else ""
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"error: {plain(message, one_line=True)}", file=sys.stderr)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -13,6 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from broadcaster.cli.context import CliContext
+from broadcaster.cli.options import WATCH_S, float_range
+from broadcaster.cli.render import literal, print_json
 from broadcaster.corps import CorpDirectory
 from broadcaster.errors import BroadcasterError
 from broadcaster.quota import RedisQuota
@@ -42,13 +43,17 @@ def render(report: dict[str, Any]) -> Group:
     for group in report["groups"]:
         counts = group["counts"]
         table.add_row(
-            group["corp_id"], group["campaign"], *(str(counts.get(s, "")) for s in statuses)
+            literal(group["corp_id"], one_line=True),
+            literal(group["campaign"], one_line=True),
+            *(str(counts.get(s, "")) for s in statuses),
         )
-    table.add_row("[bold]total[/]", "", *(str(report["totals"].get(s, "")) for s in statuses))
+    table.add_row(
+        Text("total", style="bold"), "", *(str(report["totals"].get(s, "")) for s in statuses)
+    )
     parts: list[Any] = [table]
     quota = report["quota"]
     if "error" in quota:
-        parts.append(Text(f"quota: {quota['error']}"))
+        parts.append(Text.assemble("quota: ", literal(quota["error"])))
     else:
         quota_table = Table(
             "corp",
@@ -62,7 +67,7 @@ def render(report: dict[str, Any]) -> Group:
         for corp, q in quota.items():
             blocked = f"{q['blocked_for_s']:.0f}s left" if q["blocked_for_s"] else ""
             quota_table.add_row(
-                corp,
+                literal(corp, one_line=True),
                 str(q["calls_last_minute"]),
                 str(q["per_minute_limit"]),
                 f"{q['used_pct']}%",
@@ -92,14 +97,19 @@ def render(report: dict[str, Any]) -> Group:
 def status(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json"),
-    watch: float | None = typer.Option(None, "--watch", help="Refresh every N seconds."),
+    watch: float | None = typer.Option(
+        None,
+        "--watch",
+        help=f"Refresh every N seconds ({WATCH_S[0]:g} to {WATCH_S[1]:g}).",
+        callback=float_range(WATCH_S),
+    ),
 ) -> None:
     """Counts per corp and campaign, lateness, quota use, vendor blocks, unknown jobs."""
     cli: CliContext = ctx.obj
     corps = CorpDirectory(cli.settings)
     quota = _quota(cli, corps)
     if as_json:
-        cli.console.print_json(json.dumps(collect(cli.store, corps, quota), ensure_ascii=False))
+        print_json(cli.console, collect(cli.store, corps, quota))
         return
     if not watch:
         cli.console.print(render(collect(cli.store, corps, quota)))
