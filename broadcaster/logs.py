@@ -20,7 +20,8 @@ SECRET_IN_JSON = re.compile(
     r"""(["']?(?:access_token|secret)["']?\s*[:=]\s*["'])[^"']+""", re.IGNORECASE
 )
 """`"access_token": "…"` or `secret='…'`: a vendor answer or a request echoed back."""
-PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)")
+PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]+:)[^/\s]+(@)")
+"""Up to the last `@` before the host: a raw `@` inside a password is masked with it."""
 
 MAX_KNOWN_SECRETS = 256
 _known_secrets: tuple[str, ...] = ()

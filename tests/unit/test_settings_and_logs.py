@@ -48,6 +48,20 @@ def test_urls_and_tokens_are_redacted() -> None:
     assert "access_token=***&x=1" in redact_text(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "hidden"),
+    [
+        ("cannot reach postgresql://u:p@ss@db.example/x", "ss"),
+        ('{"errcode": 0, "access_token": "tok-AbC123"}', "tok-AbC123"),
+        ("request secret='s3cr3t-value' refused", "s3cr3t-value"),
+        ("echo: access_token=tok.XYZ for you", "tok.XYZ"),
+    ],
+)
+def test_secret_shapes_are_masked_even_when_never_registered(text: str, hidden: str) -> None:
+    masked = redact_text(text)
+    assert hidden not in masked and "***" in masked
+
+
 @pytest.fixture
 def json_logs() -> object:
     """Reset logging after a test that configures it: the logger binds the stderr pytest
