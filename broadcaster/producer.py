@@ -40,6 +40,7 @@ from pydantic import (
 from broadcaster.db import make_engine
 from broadcaster.errors import InvalidJob, InvalidPayload
 from broadcaster.payload import MAX_GROUPS_PER_TASK, parse_payload, split_audience, unstorable
+from broadcaster.readiness import check_schema
 from broadcaster.settings import describe_validation_error, load_settings
 from broadcaster.store import JobStore
 from broadcaster.timeutil import to_naive_utc, utcnow
@@ -182,7 +183,9 @@ class ScheduleResult:
 @cache
 def _store_for(database_url: str | None) -> JobStore:
     settings = load_settings()
-    return JobStore(make_engine(database_url or settings.database_url))
+    engine = make_engine(database_url or settings.database_url)
+    check_schema(engine)  # "run broadcaster db upgrade", not "no such table"
+    return JobStore(engine)
 
 
 def schedule_broadcast(

@@ -337,3 +337,18 @@ def test_db_upgrade_creates_a_new_sqlite_file_and_then_every_command_works(
     code, _err = broadcaster("db", "upgrade", cwd=tmp_path, DATABASE_URL=url)
     assert code == 0 and database.exists()
     assert broadcaster("jobs", "list", cwd=tmp_path, DATABASE_URL=url)[0] == 0
+
+
+def test_the_python_api_on_an_unmigrated_database_names_db_upgrade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from broadcaster import schedule_broadcast
+    from broadcaster.errors import JobStoreError
+
+    path = tmp_path / "empty.db"
+    make_engine(f"sqlite:///{path}").dispose()
+    path.touch()
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{path}")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(JobStoreError, match="run `broadcaster db upgrade`"):
+        schedule_broadcast(vendor_body())
