@@ -318,3 +318,30 @@ def _time(name: str, cell: Cell) -> datetime | None:
         except ValueError:
             pass
     raise Unfit(f"must be {wanted}, not {cell.shown()}")
+
+
+def sending_problem(row: Any) -> str | None:
+    """What the worker relies on, checked once more as it takes a row to send (columns
+    `corp_id`, `payload`, `attempts`, `max_attempts`, as the driver loaded them). A row
+    the claim passed always passes; this catches a row queued by a version before the
+    claim screened types, or changed by hand while queued: its message is already in
+    the broker, and a text `max_attempts` turned a certain answer into `unknown`."""
+    problems = []
+    corp = row.corp_id
+    if corp is not None and (not isinstance(corp, str) or not corp.strip()):
+        problems.append(f"corp_id: must be a corp id or NULL, not {_cell_of(corp).shown()}")
+    if not isinstance(row.payload, str):
+        problems.append(f"payload: must be JSON text, not {_cell_of(row.payload).shown()}")
+    for name in ("attempts", "max_attempts"):
+        value = getattr(row, name)
+        if type(value) is not int:
+            problems.append(f"{name}: must be an integer, not {_cell_of(value).shown()}")
+        elif value < MINIMUM[name]:
+            problems.append(f"{name}: must be at least {MINIMUM[name]}, not {value}")
+    return "; ".join(problems) or None
+
+
+def _cell_of(value: Any) -> Cell:
+    kinds = {str: "text", int: "integer", float: "real", bytes: "blob", type(None): "null"}
+    kind = kinds.get(type(value), "text")
+    return Cell(kind, value if kind in ("text", "blob", "null") else str(value).encode())

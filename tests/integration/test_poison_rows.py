@@ -219,3 +219,32 @@ def test_a_past_expiry_still_wins_over_other_problems(
     assert (report.expired, report.enqueued) == (1, 1)
     assert statuses(engine)[expired][0] == JobStatus.EXPIRED
     assert queued_job_ids(redis_client) == [future]
+
+
+def test_a_row_queued_by_an_older_version_with_odd_types_is_never_sent(
+    db_url: str,
+    engine: Engine,
+    redis_url: str,
+    sandbox: Any,
+) -> None:
+    """Its broker message is already out when the new version starts: the worker's
+    compare-and-set fails it instead of calling the vendor (a text `max_attempts` made a
+    certain answer `unknown`; a blank corp went to the default corp)."""
+    from tests.integration.test_sender import sender_for
+
+    queued = {"status": "queued", "lease_until": "2099-01-01 00:00:00"}
+    bad = {insert_row(engine, corp_id="", **queued): "corp_id: must be a corp id or NULL"}
+    if sqlite(engine):
+        bad[insert_row(engine, max_attempts="three", **queued)] = (
+            "max_attempts: must be an integer, not the text 'three'"
+        )
+        bad[insert_row(engine, literals={"attempts": "1.5"}, **queued)] = (
+            "attempts: must be an integer, not the real number 1.5"
+        )
+    good = insert_row(engine, **queued)
+    sender = sender_for(db_url, redis_url, sandbox.url)
+    for job_id, reason in bad.items():
+        assert sender.send(job_id) == "ignored"
+        assert_failed(engine, job_id, reason)
+    assert sender.send(good) == "sent"
+    assert sandbox.state.stats()["created"] == 1
