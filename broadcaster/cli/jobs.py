@@ -31,6 +31,11 @@ def _jsonable(row: Any) -> dict[str, Any]:
     }
 
 
+def _shown(value: Any) -> Text:
+    """A field of `jobs show`: NULL as None, stored text literally (see render)."""
+    return literal("None" if value is None else value)
+
+
 @app.command("list")
 def list_jobs(
     ctx: typer.Context,
@@ -67,19 +72,18 @@ def show(
         return
     for key, value in job.items():
         if key != "attempt_history":
-            shown = literal("None" if value is None else value)
-            cli.console.print(Text.assemble((key, "bold"), ": ", shown))
+            cli.console.print(Text.assemble((key, "bold"), ": ", _shown(value)))
     for attempt in job["attempt_history"]:
         cli.console.print(
             Text.assemble(
                 "  attempt ",
-                literal(attempt["attempt_no"]),
+                _shown(attempt["attempt_no"]),
                 " at ",
-                literal(attempt["started_at"]),
+                _shown(attempt["started_at"]),
                 ": ",
-                literal(attempt["outcome"]),
+                _shown(attempt["outcome"]),
                 " errcode=",
-                literal(attempt["errcode"]),
+                _shown(attempt["errcode"]),
                 " ",
                 literal(attempt["error"]),
             )
