@@ -63,7 +63,6 @@ def test_odd_rows_fail_alone_and_good_rows_are_sent(
     store = JobStore(engine, default_corp="corp-a")
     sender = build_sender(config, redis_url)[0]
     service = SchedulerService(store, Dispatcher(make_broker(redis_client)), config)
-    examples = {"odd kept": 0, "failed": 0}
 
     @settings(
         max_examples=EXAMPLES,
@@ -75,7 +74,8 @@ def test_odd_rows_fail_alone_and_good_rows_are_sent(
     def check(rows: list[dict[str, Any]]) -> None:
         clean(engine, redis_client)
         odd: dict[int, dict[str, Any]] = {}
-        for number, columns in enumerate([{}, *rows, {}]):
+        # good rows around the random ones, and one bad row every database keeps
+        for number, columns in enumerate([{}, {"corp_id": ""}, *rows, {}]):
             job_id = insert_odd_row(engine, f"prop-{number}", columns)
             if job_id is not None:
                 odd[job_id] = columns
@@ -93,18 +93,16 @@ def test_odd_rows_fail_alone_and_good_rows_are_sent(
         created = {c["body"]["name"] for c in sandbox.state.created_list()}
         for job_id, columns in odd.items():
             status, reason, name = final[job_id]
-            assert status not in ("queued", "sending"), (job_id, columns, status)
+            assert status not in ("queued", "sending", "unknown"), (job_id, columns, status)
             if not columns:
                 assert status == "sent" and name in created, (job_id, status, reason)
                 continue
-            examples["odd kept"] += 1
             if status == "scheduled":
                 assert "send_at" in columns, (columns, reason)
             if status == "expired":
                 assert "expires_at" in columns, columns
                 continue
             if status == "failed" and job_id not in claimed:
-                examples["failed"] += 1
                 assert any(column in (reason or "") for column in columns), (columns, reason)
             for column, value in columns.items():
                 if certainly_bad(column, value, dialect):
@@ -117,7 +115,6 @@ def test_odd_rows_fail_alone_and_good_rows_are_sent(
                     assert job_id not in claimed, "failed at claim, not by the worker"
 
     check()
-    assert examples["failed"] > 0, examples  # the property saw bad rows kept and failed
 
 
 def rows_by_status(engine: Engine) -> dict[int, tuple[str, str | None, str | None]]:
