@@ -173,6 +173,19 @@ def judge(row: Any, dialect: str, *, default_corp: str | None, now: datetime) ->
 
 
 _TEXT_OR_NULL = ("text", "null")
+# The fast paths unpack rows by position, in this order.
+assert JUDGED_COLUMNS == (
+    "corp_id",
+    "payload",
+    "dedupe_key",
+    "campaign",
+    "priority",
+    "max_attempts",
+    "attempts",
+    "send_at",
+    "not_before",
+    "expires_at",
+), "update _fast_sqlite and _fast_pg"
 _Fast = tuple[str, int, datetime, datetime | None]
 
 
