@@ -17,12 +17,19 @@ from typing import Any
 from sqlalchemy import Engine, Row, and_, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from broadcaster.db import first_line, is_sqlite
-from broadcaster.errors import BroadcasterError, JobNotFound, JobStoreError, StateConflict
-from broadcaster.payload import parse_payload
+from broadcaster.errors import JobNotFound, JobStoreError, StateConflict
+from broadcaster.logs import redact_text
 from broadcaster.schema import attempts, due_at, jobs
+from broadcaster.screening import (
+    judge,
+    judged_columns,
+    loadable_time,
+    read_time,
+    sending_problem,
+)
 from broadcaster.status import CANCELLABLE_STATUSES, JobStatus
 
 
@@ -60,11 +67,18 @@ class InsertResult:
     duplicate_keys: list[str]
 
 
+class RowsRefused(JobStoreError):
+    """The database refused the data of some row in an insert (a value out of a column's
+    range, a character it cannot store), as opposed to being unreachable: the caller can
+    insert the rows one by one to find the bad one. Nothing of the insert was written."""
+
+
 @dataclass
 class RecoveryResult:
     requeued: list[ClaimedJob]
     unknown: list[int]
     expired: int
+    failed: list[tuple[int, str]] = field(default_factory=list)
 
 
 MAX_ERROR_CHARS = 2000
@@ -75,7 +89,7 @@ def storable_text(message: str) -> str:
     `last_error`, and PostgreSQL refuses NUL bytes and unpaired surrogates, which failed
     the whole claim and stalled the scheduler (found by the chaos suite)."""
     clean = message.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
-    return clean[:MAX_ERROR_CHARS]
+    return redact_text(clean)[:MAX_ERROR_CHARS]  # a vendor may echo a secret or token
 
 
 COPY_THRESHOLD = 200
@@ -135,14 +149,49 @@ class JobStore:
             .on_conflict_do_nothing(index_elements=[jobs.c.dedupe_key])
             .returning(jobs.c.id, jobs.c.dedupe_key, sort_by_parameter_order=True)
         )
-        with self._begin() as connection:
-            returned = connection.execute(statement, list(rows)).all()
+        try:
+            with self._begin() as connection:
+                returned = connection.execute(statement, list(rows)).all()
+        except JobStoreError as exc:
+            if isinstance(exc.__cause__, DataError | IntegrityError):
+                raise RowsRefused(str(exc)) from exc.__cause__
+            raise
+        except (OverflowError, UnicodeError, ValueError) as exc:  # the driver's own checks
+            raise RowsRefused(f"database refused a value: {exc}") from exc
         return InsertResult([row.id for row in returned], _skipped_keys(rows, returned))
+
+    def keyed_jobs(self, keys: Collection[str]) -> dict[str, Row[Any]]:
+        """The rows holding these dedupe keys (id, dedupe_key, corp_id, payload), by key."""
+        found: dict[str, Row[Any]] = {}
+        ordered = list(keys)
+        query = select(jobs.c.id, jobs.c.dedupe_key, jobs.c.corp_id, jobs.c.payload)
+        with self._begin() as connection:
+            for start in range(0, len(ordered), 500):
+                chunk = ordered[start : start + 500]
+                for row in connection.execute(query.where(jobs.c.dedupe_key.in_(chunk))):
+                    found[row.dedupe_key] = row
+        return found
 
     def _copy_jobs(self, rows: Sequence[dict[str, Any]]) -> InsertResult:
         """PostgreSQL bulk path: COPY into a temporary table, then one INSERT … SELECT …
         ON CONFLICT DO NOTHING. A multi-row VALUES statement spent most of its time in the
-        driver parsing its own giant SQL text (bench/import_speed.py: 3x faster this way)."""
+        driver parsing its own giant SQL text (bench/import_speed.py: 3x faster this way).
+
+        The driver's errors are raised here as `RowsRefused` (a value the database will not
+        take, e.g. a NUL in text) or `JobStoreError`, like the other path's: psycopg's own
+        exceptions are not SQLAlchemy's, and escaped as a traceback (issue 9)."""
+        import psycopg
+
+        try:
+            return self._copy_jobs_raw(rows)
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            raise RowsRefused(f"database error: {first_line(exc)}") from exc
+        except (OverflowError, UnicodeError, ValueError) as exc:
+            raise RowsRefused(f"database refused a value: {exc}") from exc
+        except psycopg.Error as exc:
+            raise JobStoreError(f"database error: {first_line(exc)}") from exc
+
+    def _copy_jobs_raw(self, rows: Sequence[dict[str, Any]]) -> InsertResult:
         with self._begin() as connection:
             cursor = connection.connection.driver_connection.cursor()
             cursor.execute(
@@ -168,8 +217,10 @@ class JobStore:
     ) -> ClaimResult:
         """Move up to `limit` due `scheduled` rows to `queued` with a lease, in one
         transaction, so two schedulers never claim one row. Rows unfit to send are
-        finished here instead: a bad payload or missing corp ends `failed` with the
-        reason, a row past `expires_at` ends `expired`. Rows of `skip_corps` stay put."""
+        finished here instead, each on its own: a bad payload, a missing or blank corp, or
+        a value of the wrong type in any column (`screening.py`) ends `failed` with a
+        reason naming the column; a row past `expires_at` ends `expired`. Rows of
+        `skip_corps` stay put."""
         due = [jobs.c.status == JobStatus.SCHEDULED, due_at <= now]
         if skip_corps:  # corps with enough work queued already, or blocked by the vendor
             due.append(
@@ -194,14 +245,9 @@ class JobStore:
                 lease_until=now + timedelta(seconds=lease_s),
                 updated_at=now,
             )
-            .returning(
-                jobs.c.id,
-                jobs.c.corp_id,
-                jobs.c.payload,
-                jobs.c.expires_at,
-                jobs.c.priority,
-                due_at.label("due_at"),
-            )
+            # Read defensively: a producer's odd type must fail its own row, not the claim
+            # of the batch (issue 9); `_screen` judges each row.
+            .returning(*judged_columns(self.engine.dialect.name))
         )
         result = ClaimResult()
         with self._begin() as connection:
@@ -212,22 +258,21 @@ class JobStore:
         return result
 
     def _screen(self, row: Row[Any], now: datetime, result: ClaimResult) -> None:
-        """Sort one claimed row into claimed / failed / expired."""
-        if row.expires_at is not None and row.expires_at <= now:
-            result.expired.append(row.id)
-            return
-        corp = row.corp_id or self.default_corp
+        """Sort one claimed row into claimed / failed / expired. Whatever the row holds,
+        this decides that row alone: an unforeseen error fails it, with the error."""
         try:
-            if not corp:
-                raise JobStoreError(
-                    "corp_id is empty and no default corp is set; "
-                    "write corp_id in the row or set WEIBAN_CORP_ID"
-                )
-            parse_payload(row.payload)
-        except BroadcasterError as exc:
-            result.failed.append((row.id, storable_text(str(exc))))
+            verdict = judge(row, self.engine.dialect.name, default_corp=self.default_corp, now=now)
+        except Exception as exc:  # one row must never fail the batch
+            result.failed.append((row.id, storable_text(f"row unreadable: {exc!r}")))
             return
-        result.claimed.append(ClaimedJob(row.id, corp, row.priority, row.due_at))
+        if verdict.outcome == "expired":
+            result.expired.append(row.id)
+        elif verdict.outcome == "failed":
+            result.failed.append((row.id, storable_text(verdict.reason)))
+        else:
+            result.claimed.append(
+                ClaimedJob(row.id, verdict.corp_id, verdict.priority, verdict.due_at)
+            )
 
     def _finish_unfit(self, connection: Any, result: ClaimResult, now: datetime) -> None:
         for job_id, reason in result.failed:
@@ -273,10 +318,16 @@ class JobStore:
 
     def next_due_at(self) -> datetime | None:
         """When the earliest `scheduled` row falls due (it may be in the past)."""
+        dialect = self.engine.dialect.name
         with self._begin() as connection:
-            return connection.execute(
-                select(func.min(due_at)).where(jobs.c.status == JobStatus.SCHEDULED)
+            earliest = connection.execute(
+                select(loadable_time(func.min(due_at), dialect)).where(
+                    jobs.c.status == JobStatus.SCHEDULED
+                )
             ).scalar()
+        # A time Python cannot hold (a producer's odd row): None, i.e. poll as usual; the
+        # claim fails that row if it is due.
+        return read_time(earliest)
 
     def recover(self, now: datetime, queued_lease_s: float) -> RecoveryResult:
         """The recovery sweep (DESIGN §4).
@@ -318,19 +369,23 @@ class JobStore:
                 .scalars()
                 .all()
             )
-            requeued = connection.execute(
+            # Judged like a claim: a row left `queued` by an older version (before the claim
+            # screened odd types) fails now instead of going round forever.
+            rows = connection.execute(
                 update(jobs)
                 .where(jobs.c.status == JobStatus.QUEUED, jobs.c.lease_until < now)
                 .values(lease_until=now + timedelta(seconds=queued_lease_s), updated_at=now)
-                .returning(jobs.c.id, jobs.c.corp_id, jobs.c.priority, due_at.label("due_at"))
+                .returning(*judged_columns(self.engine.dialect.name))
             ).all()
+            requeued = ClaimResult()
+            for row in rows:
+                self._screen(row, now, requeued)
+            self._finish_unfit(connection, requeued, now)
         return RecoveryResult(
-            requeued=[
-                ClaimedJob(row.id, row.corp_id or self.default_corp or "", row.priority, row.due_at)
-                for row in requeued
-            ],
+            requeued=requeued.claimed,
             unknown=list(unknown),
-            expired=expired,
+            expired=expired + len(requeued.expired),
+            failed=requeued.failed,
         )
 
     # ------------------------------------------------------------------ workers
@@ -344,7 +399,8 @@ class JobStore:
     def start_sending(self, job_id: int, now: datetime, lease_s: float) -> SendingJob | None:
         """Compare-and-set `queued` -> `sending`, committed before the vendor call. Of two
         deliveries of one broker message, exactly one gets the row; None for the other
-        (and for a job cancelled or expired meanwhile)."""
+        (and for a job cancelled or expired meanwhile, or failed here because a column the
+        call needs holds a value of the wrong type: see `screening.sending_problem`)."""
         with self._begin() as connection:
             row = connection.execute(
                 update(jobs)
@@ -375,6 +431,19 @@ class JobStore:
                         lease_until=None,
                         updated_at=now,
                         last_error="expires_at passed before it could be sent",
+                    )
+                )
+                return None
+            problem = sending_problem(row)
+            if problem is not None:  # never call the vendor for it (issue 9)
+                connection.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id)
+                    .values(
+                        status=JobStatus.FAILED,
+                        lease_until=None,
+                        updated_at=now,
+                        last_error=storable_text(problem),
                     )
                 )
                 return None
@@ -423,11 +492,23 @@ class JobStore:
         if decision.retry_in_s is not None:
             values["not_before"] = now + timedelta(seconds=decision.retry_in_s)
         with self._begin() as connection:
-            connection.execute(
+            moved = connection.execute(
                 update(jobs)
                 .where(jobs.c.id == job.id, jobs.c.status == JobStatus.SENDING)
                 .values(**values)
-            )
+            ).rowcount
+            if not moved and decision.status in (JobStatus.SENT, JobStatus.FAILED):
+                # The sweep called the job `unknown` while this call was still running;
+                # its answer is the truth, so it settles the job rather than being lost.
+                connection.execute(
+                    update(jobs)
+                    .where(
+                        jobs.c.id == job.id,
+                        jobs.c.status == JobStatus.UNKNOWN,
+                        jobs.c.attempts == job.attempts,
+                    )
+                    .values(**values)
+                )
             connection.execute(
                 insert(attempts).values(
                     job_id=job.id,
@@ -607,10 +688,14 @@ class JobStore:
 
     def oldest_due(self, now: datetime) -> datetime | None:
         """The due time of the oldest `scheduled` row already due: how far behind we are."""
+        dialect = self.engine.dialect.name
         with self._begin() as connection:
-            return connection.execute(
-                select(func.min(due_at)).where(jobs.c.status == JobStatus.SCHEDULED, due_at <= now)
+            oldest = connection.execute(
+                select(loadable_time(func.min(due_at), dialect)).where(
+                    jobs.c.status == JobStatus.SCHEDULED, due_at <= now
+                )
             ).scalar()
+        return read_time(oldest)  # None for a time Python cannot hold, as in next_due_at
 
     # ------------------------------------------------------------------ internals
     def _begin(self) -> Any:

@@ -138,7 +138,7 @@ def test_expiry_and_cancel_are_honoured_by_the_sweep(
         [
             {
                 "payload": body(),
-                "send_at": NOW + timedelta(hours=1),
+                "send_at": NOW + timedelta(seconds=30),
                 "expires_at": NOW + timedelta(minutes=1),
                 "campaign": "x",
             },
