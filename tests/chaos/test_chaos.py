@@ -9,7 +9,7 @@ from tests.chaos.round import Round
 from tests.services import find_postgres
 
 ROUNDS = [
-    ("sqlite", ["kill9_worker", "redis_flushall"]),
+    ("sqlite", ["kill9_worker", "redis_flushall", "malformed_rows"]),
     ("postgresql", ["kill9_scheduler", "vendor_hang", "malformed_rows"]),
     ("postgresql", ["db_restart", "force_10053", "token_invalidate"]),
     ("postgresql", ["db_connection_loss", "kill9_worker"]),
