@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict
 
 SECRET_KEYS = re.compile(r"secret|token|password|authorization", re.IGNORECASE)
 TOKEN_IN_TEXT = re.compile(r"(access_token=)[^&\s'\"]+", re.IGNORECASE)
@@ -61,7 +62,7 @@ def _redact(value: Any, key: str = "") -> Any:
     return value
 
 
-def redact_processor(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_processor(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
     return {key: _redact(value, key) for key, value in event_dict.items()}
 
 

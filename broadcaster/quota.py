@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -274,7 +275,7 @@ class RedisQuota:
         seconds, micros = self.client.time()
         now_ms = seconds * 1000 + micros / 1000
         members = self.client.zrangebyscore(f"{_PREFIX}:blocked:{api}", now_ms, "+inf")
-        return {member.decode() for member in members}
+        return {_text(member) for member in members}
 
     def on_busy(self, corp_id: str, api: str) -> int:
         """The vendor said 10052: someone else holds slots; lower our cap for a while."""
@@ -301,3 +302,8 @@ class RedisQuota:
         return int(
             self.client.zcount(self._key(corp_id, api, "log"), now_ms - seconds * 1000, now_ms)
         )
+
+
+def _text(value: Any) -> str:
+    """redis-py returns bytes here (no decode_responses); its types allow str too."""
+    return value.decode() if isinstance(value, bytes) else str(value)

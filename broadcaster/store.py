@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, Row, and_, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -714,7 +714,7 @@ class _Transaction:
         except SQLAlchemyError as exc:
             raise JobStoreError(f"database unavailable: {first_line(exc)}") from exc
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         try:
             self._context.__exit__(exc_type, exc, tb)
         except SQLAlchemyError as error:

@@ -215,6 +215,13 @@ class TokenSeal:
             return None
 
 
+def _raw(value: Any) -> bytes | None:
+    """A Redis string as bytes (redis-py's types also allow str and awaitables)."""
+    if isinstance(value, str):
+        return value.encode()
+    return value if isinstance(value, bytes) else None
+
+
 def _secret_of(corps: CorpDirectory, corp_id: str) -> str | None:
     try:
         secret = corps.get(corp_id).secret
@@ -295,7 +302,7 @@ class TokenCache:
         return token if token and token != stale else None
 
     def _cached(self, corp_id: str) -> str | None:
-        return self.seal.open(corp_id, self.client.get(self._key(corp_id)))
+        return self.seal.open(corp_id, _raw(self.client.get(self._key(corp_id))))
 
     def _fetch_unless_fresh(self, corp_id: str, stale: str | None) -> str:
         fresh = self._fresh(corp_id, stale)
@@ -304,9 +311,9 @@ class TokenCache:
         failure_key = self._key(corp_id, "failure")
         if self.fingerprint is not None:  # a corrected secret is tried at once
             failure_key += ":" + self.fingerprint(corp_id)
-        failure = self.client.get(failure_key)
+        failure = _raw(self.client.get(failure_key))
         if failure:  # the token API refused us moments ago: do not hammer it
-            raise CredentialsRejected(failure.decode())
+            raise CredentialsRejected(failure.decode(errors="replace"))
         try:
             token, expires_in = self.fetch(corp_id)
         except CredentialsRejected as exc:

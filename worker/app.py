@@ -33,7 +33,7 @@ log = structlog.get_logger("broadcaster.worker")
 class BindJobContext(Middleware):
     """Every log line of an actor run carries its job id (structlog contextvars)."""
 
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:  # type: ignore[type-arg]
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:  # type: ignore[type-arg, override]
         structlog.contextvars.bind_contextvars(job_id=message.args[0] if message.args else None)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):  # type: ignore[no-untyped-def]
