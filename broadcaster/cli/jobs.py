@@ -106,7 +106,9 @@ def cancel(
         return
     cancelled, sending = cli.store.cancel_campaign(campaign or "", utcnow())
     cli.console.print(
-        Text.assemble("campaign ", literal(campaign), f": {cancelled} jobs cancelled")
+        Text.assemble(
+            "campaign ", literal(campaign, one_line=True), f": {cancelled} jobs cancelled"
+        )
     )
     if sending:
         cli.console.print(f"{sending} jobs already sending could not be cancelled")

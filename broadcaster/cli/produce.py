@@ -144,7 +144,9 @@ def schedule(
         cli.console.print(f"scheduled job {job_id}")
     for key in result.duplicate_keys:
         cli.console.print(
-            Text.assemble("skipped: dedupe_key '", literal(key), "' is already scheduled")
+            Text.assemble(
+                "skipped: dedupe_key '", literal(key, one_line=True), "' is already scheduled"
+            )
         )
 
 

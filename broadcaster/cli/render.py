@@ -9,8 +9,9 @@ the vendor answered (errmsg, `last_error`) is data, never markup: it goes throug
   knows what to mask), so a stored secret never reaches the terminal;
 - show control characters as escapes (`\\x1b`, `\\r`, `\\x00`, and the Unicode
   direction overrides as `\\u202e`), so a row cannot move the cursor, clear the screen,
-  retitle the window or reorder what the operator reads. `\\n` and `\\t` are kept, except
-  in one-line views (table cells), where they are shown as `\\n` and `\\t` too.
+  retitle the window or reorder what the operator reads. A tab is shown as `\\t` (rich
+  would turn it into spaces); a line break is kept, except in one-line views (table
+  cells), where it is shown as `\\n`.
 
 JSON output goes through `json_text()`: strings masked, the same characters escaped the
 JSON way, so the result is still valid JSON that decodes to the masked values.
@@ -28,9 +29,9 @@ from rich.text import Text
 
 from broadcaster.logs import redact_text
 
-# C0 controls except \t and \n, DEL, C1 controls (a terminal may read U+009B as CSI), and
+# C0 controls except \n, DEL, C1 controls (a terminal may read U+009B as CSI), and
 # the bidirectional overrides and isolates (they reorder what follows on the line).
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _UNSAFE_ONE_LINE = re.compile(
     "[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 )
@@ -48,7 +49,7 @@ def _escape(match: re.Match[str]) -> str:
 def plain(value: object, *, one_line: bool = False) -> str:
     """Stored text as a safe `str`: secrets masked, control characters shown as escapes.
 
-    None is the empty string. `one_line` also escapes line breaks and tabs (table cells).
+    None is the empty string. `one_line` also escapes line breaks (table cells).
     """
     if value is None:
         return ""

@@ -39,7 +39,7 @@ def test_markup_prints_literally_and_makes_no_link(stored: str) -> None:
 def test_control_characters_are_shown_as_escapes() -> None:
     stored = "a\x1b[2Jb\x1b]0;pwned\x07c\rd\x00e\x08f\x7fg\x9bh\u202ei\nj\tk"
     assert plain(stored) == (
-        "a\\x1b[2Jb\\x1b]0;pwned\\x07c\\rd\\x00e\\x08f\\x7fg\\x9bh\\u202ei\nj\tk"
+        "a\\x1b[2Jb\\x1b]0;pwned\\x07c\\rd\\x00e\\x08f\\x7fg\\x9bh\\u202ei\nj\\tk"
     )
     assert plain(stored, one_line=True).endswith("i\\nj\\tk")
     assert "\x1b[2J" not in printed(stored) and "\x07" not in printed(stored)
