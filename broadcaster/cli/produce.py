@@ -188,7 +188,7 @@ def import_jobs(
         markup=False,
     )
     for line, reason in report.rejected[:show_rejected]:
-        cli.console.print(Text.assemble(f"  line {line}: ", literal(reason)))
+        cli.console.print(Text.assemble(f"  line {line}: ", literal(reason, one_line=True)))
     if len(report.rejected) > show_rejected:
         cli.console.print(f"  … and {len(report.rejected) - show_rejected} more")
     if report.rejected:
