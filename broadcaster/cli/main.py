@@ -25,7 +25,6 @@ from broadcaster.cli.render import plain
 from broadcaster.errors import BroadcasterError
 
 EXIT_ERROR = 1
-EXIT_USAGE = 2
 
 app = typer.Typer(
     name="broadcaster",
