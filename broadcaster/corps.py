@@ -123,6 +123,12 @@ class CorpDirectory:
             )
         return corp
 
+    def secret_value(self, corp_id: str) -> str | None:
+        """The corp's secret in clear, for the token request and the masker; None if the
+        corp or its secret is not configured."""
+        corp = self._corps.get(corp_id)
+        return corp.secret.get_secret_value() if corp and corp.secret else None
+
     def secret_fingerprint(self, corp_id: str) -> str:
         """A short hash of the corp's secret (salted with the corp id), never the secret:
         lets shared state such as a remembered refusal belong to one secret only."""

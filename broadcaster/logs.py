@@ -18,9 +18,10 @@ from structlog.typing import EventDict
 SECRET_KEYS = re.compile(r"secret|token|password|authorization", re.IGNORECASE)
 TOKEN_IN_TEXT = re.compile(r"(access_token=)[^&\s'\"]+", re.IGNORECASE)
 SECRET_IN_JSON = re.compile(
-    r"""(["']?(?:access_token|secret)["']?\s*[:=]\s*["'])[^"']+""", re.IGNORECASE
+    r"""(\\?["']?(?:access_token|secret)\\?["']?\s*[:=]\s*\\?["'])[^"'\\]+""", re.IGNORECASE
 )
-"""`"access_token": "…"` or `secret='…'`: a vendor answer or a request echoed back."""
+"""`"access_token": "…"` or `secret='…'`, also inside JSON text that was itself encoded
+(`\\"access_token\\": \\"…\\"`): a vendor answer or a request echoed back."""
 PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]+:)[^/\s]+(@)")
 """Up to the last `@` before the host: a raw `@` inside a password is masked with it."""
 

@@ -222,14 +222,6 @@ def _raw(value: Any) -> bytes | None:
     return value if isinstance(value, bytes) else None
 
 
-def _secret_of(corps: CorpDirectory, corp_id: str) -> str | None:
-    try:
-        secret = corps.get(corp_id).secret
-    except VendorRejected:  # no secret configured: nothing to seal with, nothing to fetch
-        return None
-    return secret.get_secret_value() if secret else None
-
-
 class TokenCache:
     """Access tokens in Redis, shared by every process.
 
@@ -367,10 +359,10 @@ class WeibanClient:
             redis_client,
             self._fetch_token,
             corps.secret_fingerprint,
-            TokenSeal(lambda corp_id: _secret_of(corps, corp_id)),
+            TokenSeal(corps.secret_value),
         )
         for corp_id in corps.known():  # this process masks them wherever text leaves it
-            register_secret(_secret_of(corps, corp_id))
+            register_secret(corps.secret_value(corp_id))
 
     def close(self) -> None:
         self.http.close()

@@ -8,7 +8,9 @@ from functools import cached_property
 from rich.console import Console
 from sqlalchemy import Engine
 
+from broadcaster.corps import CorpDirectory
 from broadcaster.db import make_engine
+from broadcaster.errors import SettingsError
 from broadcaster.logs import configure_logging, register_secret
 from broadcaster.readiness import check_schema
 from broadcaster.settings import Settings, load_settings
@@ -27,6 +29,7 @@ class CliContext:
         configure_logging(settings.log_level, settings.log_format)
         if settings.weiban_secret is not None:
             register_secret(settings.weiban_secret.get_secret_value())
+        _register_corp_secrets(settings)
         return settings
 
     @cached_property
@@ -41,3 +44,16 @@ class CliContext:
         do: no SQLite file (never created here), unreachable, or not migrated."""
         check_schema(self.engine)
         return JobStore(self.engine, default_corp=self.settings.weiban_corp_id)
+
+
+def _register_corp_secrets(settings: Settings) -> None:
+    """Mask the corps file's secrets in whatever this command prints. A corps file that
+    does not load is no reason to refuse `jobs list`: commands that use the corps say so."""
+    if settings.weiban_corps_file is None:
+        return
+    try:
+        corps = CorpDirectory(settings)
+    except SettingsError:
+        return
+    for corp_id in corps.known():
+        register_secret(corps.secret_value(corp_id))

@@ -1,10 +1,11 @@
 """Entry point: one error handler for every command.
 
 A `BroadcasterError` (bad setting, bad payload, unreachable database, ...) prints one line
-and exits 1; `-v` adds the traceback. A usage error (an unknown option, a value out of
-range) prints one line naming the option and exits 2. Exit codes: 0 ok, 1 error, 2 usage
-error. Every message goes through `render.plain`: no secret and no control character
-reaches the terminal, whatever text a message quotes.
+and exits 1; `-v` adds the traceback. Any other exception is a bug or a failure nobody
+foresaw: one line too, naming its type, with `-v` for the traceback. A usage error (an
+unknown option, a value out of range) prints one line naming the option and exits 2.
+Exit codes: 0 ok, 1 error, 2 usage error. Every message goes through `render.plain`: no
+secret and no control character reaches the terminal, whatever text a message quotes.
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ def main(argv: list[str] | None = None) -> None:
         if "-v" in args or "--verbose" in args:
             traceback.print_exc()
         _fail(str(exc), EXIT_ERROR)
+    except Exception as exc:  # a bug or an unforeseen failure: still one line, not a trace
+        if "-v" in args or "--verbose" in args:
+            traceback.print_exc()
+        _fail(
+            f"unexpected {type(exc).__name__}: {exc}; run again with -v for the traceback, "
+            "and please report it",
+            EXIT_ERROR,
+        )
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -25,6 +25,10 @@ MAX_ATTEMPTS = (1, 100)  # the producer's own cap (broadcaster.producer.JobReque
 BATCH_SIZE = (1, 1_000_000)
 SHOW_REJECTED = (0, BIGINT_MAX)
 WATCH_S = (0.1, 86_400.0)
+PORT = (0, 65_535)
+COUNT = (1, 100_000_000)
+LATENCY_MS = (0.0, 600_000.0)
+BLOCK_S = (0.1, 86_400.0)
 
 
 def int_range(bounds: tuple[int, int]) -> Callable[[int | None], int | None]:
@@ -41,14 +45,16 @@ def int_range(bounds: tuple[int, int]) -> Callable[[int | None], int | None]:
     return check
 
 
-def float_range(bounds: tuple[float, float]) -> Callable[[float | None], float | None]:
-    """As `int_range`, for seconds; refuses nan and infinity too."""
+def float_range(
+    bounds: tuple[float, float], unit: str = "seconds"
+) -> Callable[[float | None], float | None]:
+    """As `int_range`, for a duration; refuses nan and infinity too."""
     low, high = bounds
 
     def check(value: float | None) -> float | None:
         if value is not None and not (math.isfinite(value) and low <= value <= high):
             raise typer.BadParameter(
-                f"{value} is out of range; give a number of seconds from {low:g} to {high:g}"
+                f"{value} is out of range; give a number of {unit} from {low:g} to {high:g}"
             )
         return value
 

@@ -7,6 +7,7 @@ import contextlib
 import typer
 
 from broadcaster.cli.context import CliContext
+from broadcaster.cli.options import BLOCK_S, COUNT, LATENCY_MS, PORT, float_range, int_range
 from broadcaster.settings import Settings
 
 
@@ -104,12 +105,22 @@ def run(
 def sandbox(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8800, "--port"),
-    per_minute: int = typer.Option(600, "--per-minute", help="Calls per corp per 60 s."),
-    per_hour: int = typer.Option(36000, "--per-hour", help="Calls per corp per hour."),
-    max_in_flight: int = typer.Option(4, "--max-in-flight", help="The 5th concurrent: 10052."),
-    latency_ms: float = typer.Option(20.0, "--latency-ms"),
-    block_s: float = typer.Option(60.0, "--block-s", help="Pause after a per-minute 10053."),
+    port: int = typer.Option(8800, "--port", callback=int_range(PORT)),
+    per_minute: int = typer.Option(
+        600, "--per-minute", help="Calls per corp per 60 s.", callback=int_range(COUNT)
+    ),
+    per_hour: int = typer.Option(
+        36000, "--per-hour", help="Calls per corp per hour.", callback=int_range(COUNT)
+    ),
+    max_in_flight: int = typer.Option(
+        4, "--max-in-flight", help="The 5th concurrent: 10052.", callback=int_range(COUNT)
+    ),
+    latency_ms: float = typer.Option(
+        20.0, "--latency-ms", callback=float_range(LATENCY_MS, "milliseconds")
+    ),
+    block_s: float = typer.Option(
+        60.0, "--block-s", help="Pause after a per-minute 10053.", callback=float_range(BLOCK_S)
+    ),
     secret: str = typer.Option("sandbox-secret", "--secret", help="The secret it accepts."),
 ) -> None:
     """A local stand-in for Weiban with its quota rules, for trying and testing."""

@@ -331,3 +331,51 @@ def test_expires_at_before_at_is_refused(sqlite_url: str) -> None:
     )
     assert fine.returncode == 0, fine.stderr
     assert listed(sqlite_url)[0].expires_at == datetime(2030, 1, 1, 1, 0)
+
+
+def test_a_corps_file_secret_is_masked_in_what_the_cli_prints(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    corp_secret = "corps-file-secret-51b0"
+    corps = tmp_path / "corps.json"
+    corps.write_text(json.dumps({"corp-b": {"secret": corp_secret}}))
+    engine = make_engine(sqlite_url)
+    job_id = insert(engine, corp_id="corp-b", last_error=f"refused {corp_secret}")
+    engine.dispose()
+    done = cli(sqlite_url, "jobs", "show", str(job_id), WEIBAN_CORPS_FILE=str(corps))
+    assert done.returncode == 0, done.stderr
+    assert corp_secret not in done.stdout and "refused ***" in done.stdout
+
+
+def test_an_unforeseen_failure_is_one_line_naming_it_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from broadcaster.cli import context
+
+    def broken(_self: object) -> None:
+        raise RuntimeError("the disk caught fire")
+
+    monkeypatch.setattr(context.CliContext, "store", property(broken))
+    with pytest.raises(SystemExit) as exit_:
+        main(["jobs", "list"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "error: unexpected RuntimeError: the disk caught fire; run again with -v for the "
+        "traceback, and please report it\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--port", "99999999999999999999"], "'--port': 99999999999999999999 is out of range"),
+        (["--latency-ms", "inf"], "'--latency-ms': inf is out of range"),
+        (["--max-in-flight", "0"], "'--max-in-flight': 0 is out of range"),
+    ],
+)
+def test_sandbox_options_out_of_range_are_one_line(
+    sqlite_url: str, args: list[str], says: str
+) -> None:
+    done = cli(sqlite_url, "sandbox", *args)
+    assert done.returncode == 2 and says in one_line_error(done)

@@ -55,6 +55,7 @@ def test_urls_and_tokens_are_redacted() -> None:
         ('{"errcode": 0, "access_token": "tok-AbC123"}', "tok-AbC123"),
         ("request secret='s3cr3t-value' refused", "s3cr3t-value"),
         ("echo: access_token=tok.XYZ for you", "tok.XYZ"),
+        (r'{"payload": "{\"access_token\": \"tok-in-json\"}"}', "tok-in-json"),
     ],
 )
 def test_secret_shapes_are_masked_even_when_never_registered(text: str, hidden: str) -> None:
