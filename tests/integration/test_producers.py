@@ -82,17 +82,17 @@ def test_cli_schedule_reads_stdin_and_a_local_time(db_url: str, store: JobStore)
         db_url,
         "schedule",
         "--at",
-        "2026-12-01 09:00",
+        "2030-12-01 09:00",
         "--campaign",
         "cli",
         stdin=json.dumps(body()),
     )
     assert done.returncode == 0, done.stderr
     job = store.list_jobs(campaign="cli")[0]
-    assert job.send_at == datetime(2026, 12, 1, 1, 0), "naive --at is read in Asia/Shanghai"
+    assert job.send_at == datetime(2030, 12, 1, 1, 0), "naive --at is read in Asia/Shanghai"
 
     utc = cli(
-        db_url, "schedule", "--at", "2026-12-01T09:00:00Z", "--tz", "UTC", stdin=json.dumps(body())
+        db_url, "schedule", "--at", "2030-12-01T09:00:00Z", "--tz", "UTC", stdin=json.dumps(body())
     )
     assert utc.returncode == 0, utc.stderr
 
@@ -146,7 +146,7 @@ def test_cli_import_csv(db_url: str, store: JobStore, tmp_path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(["corp_id", "payload", "send_at", "dedupe_key", "campaign", "priority"])
         writer.writerow(
-            ["corp-b", json.dumps(body(), ensure_ascii=False), "2026-12-01 09:00", "c1", "csv", "5"]
+            ["corp-b", json.dumps(body(), ensure_ascii=False), "2030-12-01 09:00", "c1", "csv", "5"]
         )
         writer.writerow(["corp-b", "{bad", "", "c2", "csv", ""])
         writer.writerow(["", json.dumps(body()), "", "c3", "csv", "high"])
@@ -155,7 +155,7 @@ def test_cli_import_csv(db_url: str, store: JobStore, tmp_path: Path) -> None:
     assert "line 3: payload is not valid JSON" in done.stdout
     assert "line 4: priority must be a whole number" in done.stdout
     job = store.list_jobs(campaign="csv")[0]
-    assert (job.corp_id, job.priority, job.send_at) == ("corp-b", 5, datetime(2026, 12, 1, 9))
+    assert (job.corp_id, job.priority, job.send_at) == ("corp-b", 5, datetime(2030, 12, 1, 9))
 
 
 def test_send_at_omitted_means_now(store: JobStore) -> None:

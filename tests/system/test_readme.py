@@ -233,7 +233,7 @@ def test_readme_sql_inserts_work_on_their_database(db_url: str, engine) -> None:
         with engine.begin() as connection:
             connection.execute(text(statement))
     store = JobStore(engine, default_corp="corp-a")
-    claimed = store.claim_due(datetime(2026, 12, 12, 12, 0, 0), 10, 60)
+    claimed = store.claim_due(datetime(2030, 12, 12, 12, 0, 0), 10, 60)
     assert len(claimed.claimed) == 1 and claimed.failed == []
 
 
