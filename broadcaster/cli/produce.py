@@ -163,6 +163,7 @@ def import_jobs(
     """Import jobs from JSON Lines or CSV, in batches, with a progress bar and a summary."""
     cli: CliContext = ctx.obj
     zone = tz or cli.settings.default_tz
+    store = cli.store  # before the progress bar: an error is then one line, nothing above it
     total = count_lines(file)
     with Progress(
         TextColumn("importing"),
@@ -175,7 +176,7 @@ def import_jobs(
         task = progress.add_task("import", total=total)
         report = import_file(
             file,
-            cli.store,
+            store,
             tz=zone,
             fmt=fmt,
             batch_size=batch_size,

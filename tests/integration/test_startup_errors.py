@@ -50,12 +50,7 @@ def broadcaster(*args: str, cwd: Path, timeout: float = 60, **env: str) -> tuple
         timeout=timeout,
         check=False,
     )
-    err = done.stderr
-    if args[0] == "import":
-        # `import` opens its (transient) progress bar before the database, which leaves a
-        # blank line above the error: produce.py's to fix (open the store first).
-        err = err.lstrip("\n")
-    return done.returncode, err
+    return done.returncode, done.stderr
 
 
 def migrated_sqlite(path: Path) -> str:
