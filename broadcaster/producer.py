@@ -185,7 +185,7 @@ def _store_for(database_url: str | None) -> JobStore:
     settings = load_settings()
     engine = make_engine(database_url or settings.database_url)
     check_schema(engine)  # "run broadcaster db upgrade", not "no such table"
-    return JobStore(engine)
+    return JobStore(engine, default_corp=settings.weiban_corp_id)
 
 
 def schedule_broadcast(
@@ -252,7 +252,9 @@ def part_collisions(
         held = held_by.get(key)
         if held is None or number in collisions:
             continue
-        if held.corp_id == row["corp_id"] and _groups(held.payload) == _groups(row["payload"]):
+        # NULL means the default corp, which the claim writes into the row: equal either way
+        same_corp = (held.corp_id or store.default_corp) == (row["corp_id"] or store.default_corp)
+        if same_corp and _groups(held.payload) == _groups(row["payload"]):
             continue
         suffix = PART_SUFFIX.search(key)
         assert suffix is not None

@@ -24,6 +24,7 @@ from broadcaster.db import is_sqlite
 from broadcaster.errors import InvalidJob
 from broadcaster.importer import import_file
 from broadcaster.store import JobStore
+from broadcaster.timeutil import utcnow
 from tests.helpers import body
 from tests.integration.test_producers import cli
 
@@ -314,6 +315,18 @@ def test_a_split_send_scheduled_again_is_a_duplicate(store: JobStore, engine: En
     # A part scheduled in another corp is not this part either.
     with pytest.raises(InvalidJob, match="'camp#1'"):
         schedule_broadcast(big, store=store, dedupe_key="camp", corp_id="corp-b")
+
+
+def test_a_split_send_is_still_a_duplicate_once_the_claim_named_its_corp(
+    store: JobStore,
+) -> None:
+    """The claim writes the default corp into a row sent with corp_id NULL; scheduling the
+    same send again must still count as a duplicate, not a collision."""
+    big = body(group_ext_id_list=AUDIENCE)
+    schedule_broadcast(big, store=store, dedupe_key="camp")
+    assert len(store.claim_due(utcnow(), 10, 60).claimed) == 3
+    again = schedule_broadcast(big, store=store, dedupe_key="camp")
+    assert (again.job_ids, again.duplicate_keys) == ([], ["camp#1", "camp#2", "camp#3"])
 
 
 def test_a_user_key_ending_like_a_part_is_refused(store: JobStore) -> None:
