@@ -129,7 +129,7 @@ def deadline_transport(**kwargs: Any) -> httpx.HTTPTransport:
     """An httpx transport whose pool honours `deadline_scope`. httpx builds its pool
     without a way to pass a backend, so the pool's backend is wrapped after the fact
     (`_network_backend` is httpcore's attribute for it, on plain and proxy pools alike;
-    tests/unit/test_deadline.py fails if a release renames it)."""
+    tests/integration/test_vendor_hardening.py fails if a release renames it)."""
     transport = httpx.HTTPTransport(**kwargs)
     pool = transport._pool
     pool._network_backend = DeadlineBackend(pool._network_backend)  # type: ignore[union-attr]

@@ -25,18 +25,26 @@ SECRET_IN_JSON = re.compile(
 PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]+:)[^/\s]+(@)")
 """Up to the last `@` before the host: a raw `@` inside a password is masked with it."""
 
-MAX_KNOWN_SECRETS = 256
+MAX_KNOWN_TOKENS = 256
 _known_secrets: tuple[str, ...] = ()
-"""Replaced whole, never mutated: threads that mask text while another registers a token
-read one consistent tuple. The newest are kept (tokens come and go every two hours)."""
+_known_tokens: tuple[str, ...] = ()
+"""Each replaced whole, never mutated: threads that mask text while another registers a
+token read one consistent tuple. Configured secrets are all kept; of the tokens (they come
+and go every two hours) the newest."""
 
 
 def register_secret(value: str | None) -> None:
-    """Mask this exact value in every later log line, stored error and printed text (a
-    Weiban secret, a token)."""
+    """Mask this configured secret in every later log line, stored error and printed text."""
     global _known_secrets
     if value and len(value) >= 6 and value not in _known_secrets:
-        _known_secrets = (value, *_known_secrets)[:MAX_KNOWN_SECRETS]
+        _known_secrets = (value, *_known_secrets)
+
+
+def register_token(value: str | None) -> None:
+    """Mask this access token likewise (only the newest MAX_KNOWN_TOKENS are kept)."""
+    global _known_tokens
+    if value and len(value) >= 6 and value not in _known_tokens:
+        _known_tokens = (value, *_known_tokens)[:MAX_KNOWN_TOKENS]
 
 
 def redact_text(text: str) -> str:
@@ -46,7 +54,7 @@ def redact_text(text: str) -> str:
     text = TOKEN_IN_TEXT.sub(r"\1***", text)
     text = SECRET_IN_JSON.sub(r"\1***", text)
     text = PASSWORD_IN_URL.sub(r"\1***\2", text)
-    for secret in _known_secrets:
+    for secret in (*_known_secrets, *_known_tokens):
         text = text.replace(secret, "***")
     return text
 

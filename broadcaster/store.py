@@ -497,9 +497,10 @@ class JobStore:
                 .where(jobs.c.id == job.id, jobs.c.status == JobStatus.SENDING)
                 .values(**values)
             ).rowcount
-            if not moved and decision.status in (JobStatus.SENT, JobStatus.FAILED):
+            if not moved and decision.outcome in ("sent", "rejected"):
                 # The sweep called the job `unknown` while this call was still running;
-                # its answer is the truth, so it settles the job rather than being lost.
+                # its answer, when certain (created, or refused as a business error), is
+                # the truth, so it settles the job rather than being lost.
                 connection.execute(
                     update(jobs)
                     .where(

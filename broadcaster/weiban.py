@@ -16,12 +16,15 @@ import email.utils
 import hashlib
 import json
 import math
+import re
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import redis
@@ -41,7 +44,7 @@ from broadcaster.errors import (
     VendorThrottled,
     VendorUnreachable,
 )
-from broadcaster.logs import redact_text, register_secret
+from broadcaster.logs import redact_text, register_secret, register_token
 
 log = structlog.get_logger("broadcaster.weiban")
 
@@ -60,6 +63,9 @@ THROTTLE_DEFAULT_S = 5.0
 THROTTLE_MAX_S = 3600.0
 """A 429's Retry-After is honoured within these bounds (none given: the default)."""
 TOKEN_TTL_BOUNDS_S = (60, 86_400)
+ERRCODE_DIGITS = re.compile(r"-?[0-9]{1,11}")
+DELTA_SECONDS = re.compile(r"[0-9]+")
+"""ASCII digits only: `str.isdigit` also takes '²', which `int` then refuses."""
 
 
 def classify_errcode(errcode: int, errmsg: str, what: str) -> VendorError | None:
@@ -136,7 +142,7 @@ def read_reply(answer: Answer, what: str) -> Reply:
         )
     try:
         data = json.loads(answer.body.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, a 5000-digit number, nesting
         raise OutcomeUnknown(f"{what}: unreadable answer (not JSON)") from None
     errcode = _errcode(data.get("errcode") if isinstance(data, dict) else None)
     if errcode is None:
@@ -151,7 +157,7 @@ def _errcode(value: Any) -> int | None:
     gateway that re-encodes JSON may quote it). Anything else is unreadable."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 12:
+    if isinstance(value, str) and ERRCODE_DIGITS.fullmatch(value.strip()):
         return int(value)
     return None
 
@@ -160,7 +166,7 @@ def retry_after_s(headers: httpx.Headers) -> float:
     """Retry-After as seconds (delta or HTTP date), bounded; absent or odd: the default."""
     raw = headers.get("retry-after", "").strip()
     seconds: float | None = None
-    if raw.isdigit():
+    if DELTA_SECONDS.fullmatch(raw):
         seconds = float(raw[:8])
     elif raw:
         with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
@@ -260,7 +266,7 @@ class TokenCache:
         if local and local[1] > time.monotonic():
             return local[0]
         token = self._cached(corp_id) or self._refresh(corp_id, stale=None)
-        register_secret(token)  # fetched by another process, maybe: mask it here too
+        register_token(token)  # fetched by another process, maybe: mask it here too
         self._local[corp_id] = (token, time.monotonic() + self.LOCAL_TTL_S)
         return token
 
@@ -351,7 +357,8 @@ class WeibanClient:
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
             transport=deadline_transport(
-                limits=httpx.Limits(max_connections=32, max_keepalive_connections=32)
+                limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+                proxy=environment_proxy(self.base_url),
             ),
             headers={"Content-Type": "application/json; charset=utf-8"},
         )
@@ -439,7 +446,7 @@ class WeibanClient:
             )
         if not isinstance(token, str) or not token.strip() or len(token) > 2048:
             raise VendorUnreachable(f"{what}: errcode 0 but no usable access_token, not sent")
-        register_secret(token)
+        register_token(token)
         return token, _token_ttl_s(reply.data.get("expires_in"))
 
 
@@ -471,3 +478,15 @@ def slot_lease_s(timeout_s: float) -> float:
     """The in-flight slot's lease: the call's budget plus a margin for our own work
     around it, so a live call always ends before another worker may take its slot."""
     return call_budget_s(timeout_s) + 5
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy HTTPS_PROXY / HTTP_PROXY / ALL_PROXY name for `url`, unless NO_PROXY
+    excludes its host: what httpx would use on its own, but it reads the environment only
+    when it builds the transport itself, and ours is built here (`deadline_transport`)."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy

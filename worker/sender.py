@@ -17,20 +17,23 @@ from typing import Protocol
 import redis
 import structlog
 
+from broadcaster.deadline import deadline_scope
 from broadcaster.delivery import Decision, backoff_s, decide
 from broadcaster.errors import (
     JobStoreError,
+    OutcomeUnknown,
     VendorBlocked,
     VendorBusy,
     VendorError,
     VendorThrottled,
 )
+from broadcaster.logs import redact_text
 from broadcaster.quota import QuotaWait, RedisQuota, Slot
 from broadcaster.settings import Settings
 from broadcaster.status import JobStatus
 from broadcaster.store import JobStore, SendingJob
 from broadcaster.timeutil import utcnow
-from broadcaster.weiban import CREATE_API
+from broadcaster.weiban import CREATE_API, call_budget_s
 
 log = structlog.get_logger("broadcaster.worker")
 
@@ -70,13 +73,17 @@ class Sender:
             )
         except QuotaWait as wait:
             return self._wait_for_quota(job_id, wait)
+        # The call's budget runs from the moment the slot is taken, whose lease is that
+        # budget plus a margin: database work before the call eats into the call, never
+        # past the lease (a call that outlived its slot would let a fifth one start).
         try:
-            job = self.store.start_sending(job_id, self.clock(), self.settings.sending_lease_s)
-            if job is None:
-                log.debug("lost_claim", job_id=job_id)
-                return "ignored"
-            started_at, started = self.clock(), time.monotonic()
-            error = self._call(job)
+            with deadline_scope(call_budget_s(self.settings.weiban_timeout_s)):
+                job = self.store.start_sending(job_id, self.clock(), self.settings.sending_lease_s)
+                if job is None:
+                    log.debug("lost_claim", job_id=job_id)
+                    return "ignored"
+                started_at, started = self.clock(), time.monotonic()
+                error = self._call(job)
         finally:
             self._release(slot)
         decision = self._decide(job, error)
@@ -96,6 +103,12 @@ class Sender:
             self.vendor.create_group_message(job.corp_id, job.payload)
         except VendorError as error:
             return error
+        except Exception as exc:  # a bug or an answer nobody foresaw, after the call began
+            log.exception("vendor_call_crashed", job_id=job.id, corp_id=job.corp_id)
+            return OutcomeUnknown(
+                f"the vendor call ended unexpectedly ({type(exc).__name__}: "
+                f"{redact_text(str(exc))[:200]}); the message may exist"
+            )
         return None
 
     def _decide(self, job: SendingJob, error: VendorError | None) -> Decision:

@@ -124,6 +124,28 @@ def test_a_5xx_is_ambiguous_too(
     assert store.get(job_id).status == JobStatus.UNKNOWN
 
 
+def test_a_crash_inside_the_vendor_call_is_unknown_not_a_stuck_sending_job(
+    db_url: str,
+    store: JobStore,
+    redis_url: str,
+    sandbox,  # type: ignore[no-untyped-def]
+) -> None:
+    """An exception nobody foresaw, after the call may have begun: the outcome is unknown
+    at once, recorded with its type, instead of a job left `sending` until its lease ends."""
+
+    class Crashing:
+        def create_group_message(self, corp_id: str, body: str) -> None:
+            raise RuntimeError("decoder fell over")
+
+    job_id = queued_job(store)
+    sender = sender_for(db_url, redis_url, sandbox.url)
+    sender.vendor = Crashing()
+    assert sender.send(job_id) == "ambiguous"
+    job = store.get(job_id)
+    assert job.status == JobStatus.UNKNOWN
+    assert "RuntimeError: decoder fell over" in job.last_error
+
+
 def test_a_refused_connection_is_retried_then_sent(
     db_url: str,
     store: JobStore,

@@ -48,8 +48,9 @@ def test_a_trickling_answer_is_cut_at_the_deadline_not_at_each_byte(
     with pytest.raises(OutcomeUnknown, match="within the call's 1 s"):
         client.create_group_message("corp-a", json.dumps(body(name="case:trickle:0")))
     elapsed = time.monotonic() - started
-    assert elapsed < 1.5, "one exchange ends within WEIBAN_TIMEOUT_S (here 1 s)"
-    assert elapsed < slot_lease_s(1.0), "long before the in-flight slot's lease ends"
+    # The trickle would take 40 s; the exchange is cut at WEIBAN_TIMEOUT_S (1 s). The bound
+    # leaves room for a loaded machine and is still far below the slot's lease (7 s).
+    assert elapsed < 3.0 < slot_lease_s(1.0)
     # the client is usable afterwards: the cut connection was dropped, not reused
     client.create_group_message("corp-a", json.dumps(body(name="after")))
     assert odd_vendor.record.created == ["after"]
@@ -68,7 +69,7 @@ def test_the_deadline_is_on_the_whole_call_not_on_each_socket_operation() -> Non
                     f"{vendor.url}/open-api/customer_group_msg/add",
                     json=body(name="case:trickle:1"),
                 )
-            assert time.monotonic() - started < 0.8
+            assert time.monotonic() - started < 2.5, "cut at 0.5 s, not after the 10 s trickle"
     finally:
         vendor.stop()
 

@@ -109,7 +109,8 @@ def test_each_odd_answer_ends_as_documented_and_nothing_leaks(
     record = vendor.record
     assert record.peak_in_flight <= 4
     trickled = [seconds for kind, seconds in record.calls if kind == "trickle"]
-    assert len(trickled) == TRICKLED_JOBS and max(trickled) < TIMEOUT_S + 0.5
+    # each trickle (60 s long) is cut at its exchange's 1 s: well inside the slot's lease
+    assert len(trickled) == TRICKLED_JOBS and max(trickled) < 2 * TIMEOUT_S + 1
     assert sorted(record.created) == sorted(set(record.created)), "nothing created twice"
 
     secrets = [SECRET, BAD_SECRET, *record.tokens_issued]

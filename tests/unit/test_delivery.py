@@ -133,6 +133,10 @@ def test_transport_errors_split_into_not_sent_and_maybe_sent(
         (200, b'{"errcode": true}', OutcomeUnknown),
         (200, b'{"errcode": 1.5}', OutcomeUnknown),
         (200, b"[0]", OutcomeUnknown),
+        (200, '{"errcode": "²"}'.encode(), OutcomeUnknown),
+        (200, b'{"errcode": "--5"}', OutcomeUnknown),
+        (200, b'{"errcode": ' + b"9" * 5000 + b"}", OutcomeUnknown),
+        (200, b"[" * 100_000 + b"]" * 100_000, OutcomeUnknown),
         (302, b"", VendorUnreachable),
         (404, b"not found", VendorUnreachable),
         (429, b"slow down", VendorThrottled),
@@ -163,8 +167,9 @@ def test_an_errmsg_that_is_not_text_is_kept_as_json_text() -> None:
         ("soon", 5.0),
         ("Wed, 21 Oct 2015 07:28:00 GMT", 1.0),  # in the past
         ("-3", 5.0),
+        (b"\xb2", 5.0),  # latin-1 for '²', which str.isdigit takes and float refuses
     ],
 )
-def test_retry_after_is_honoured_within_bounds(header: str | None, seconds: float) -> None:
+def test_retry_after_is_honoured_within_bounds(header: str | bytes | None, seconds: float) -> None:
     headers = httpx.Headers({"Retry-After": header} if header is not None else {})
     assert retry_after_s(headers) == seconds

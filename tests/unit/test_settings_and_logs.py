@@ -104,3 +104,27 @@ def test_user_times_become_naive_utc(typed: str, tz: str | None, utc: str) -> No
 def test_a_naive_time_without_a_zone_is_refused() -> None:
     with pytest.raises(InvalidJob, match="no UTC offset"):
         parse_user_time("2026-12-01 09:00", tz=None)
+
+
+def test_configured_secrets_stay_masked_however_many_tokens_come_and_go() -> None:
+    from broadcaster.logs import MAX_KNOWN_TOKENS, register_token
+
+    register_secret("configured-secret-0e7b")
+    for n in range(MAX_KNOWN_TOKENS + 50):
+        register_token(f"token-{n:06d}")
+    masked = redact_text("invalid secret configured-secret-0e7b, token token-000299")
+    assert masked == "invalid secret ***, token ***"
+    assert "token-000000" in redact_text("token-000000"), "only the newest tokens are kept"
+
+
+def test_the_vendor_client_goes_through_a_proxy_named_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from broadcaster.weiban import environment_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "sandbox.local")
+    assert environment_proxy("https://open.weibanzhushou.com") == "http://proxy.internal:3128"
+    assert environment_proxy("https://sandbox.local:8800") is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert environment_proxy("https://open.weibanzhushou.com") is None
