@@ -32,7 +32,7 @@ from broadcaster.errors import (
     VendorThrottled,
     VendorUnreachable,
 )
-from broadcaster.status import JobStatus
+from broadcaster.status import JobStatus, Outcome
 
 BUSY_RETRY_S = 1.0
 CREDENTIALS_RETRY_S = 60.0
@@ -41,7 +41,7 @@ CREDENTIALS_RETRY_S = 60.0
 @dataclass(frozen=True)
 class Decision:
     status: JobStatus
-    outcome: str
+    outcome: Outcome
     counts_attempt: bool
     retry_in_s: float | None = None
     errcode: int | None = None
@@ -68,25 +68,29 @@ def decide(
 ) -> Decision:
     """The next state of a job whose vendor call ended with `error` (None = success)."""
     if error is None:
-        return Decision(JobStatus.SENT, "sent", True)
+        return Decision(JobStatus.SENT, Outcome.SENT, True)
     code, text = error.errcode, str(error)
     if isinstance(error, VendorBusy):
-        return Decision(JobStatus.SCHEDULED, "busy", False, BUSY_RETRY_S, code, text)
+        return Decision(JobStatus.SCHEDULED, Outcome.BUSY, False, BUSY_RETRY_S, code, text)
     if isinstance(error, VendorBlocked):
-        return Decision(JobStatus.SCHEDULED, "blocked", False, block_s, code, text)
+        return Decision(JobStatus.SCHEDULED, Outcome.BLOCKED, False, block_s, code, text)
     if isinstance(error, VendorThrottled):
-        return Decision(JobStatus.SCHEDULED, "throttled", False, error.retry_after_s, code, text)
+        return Decision(
+            JobStatus.SCHEDULED, Outcome.THROTTLED, False, error.retry_after_s, code, text
+        )
     if isinstance(error, CredentialsRejected):
-        return Decision(JobStatus.SCHEDULED, "credentials", False, CREDENTIALS_RETRY_S, code, text)
+        return Decision(
+            JobStatus.SCHEDULED, Outcome.CREDENTIALS, False, CREDENTIALS_RETRY_S, code, text
+        )
     if isinstance(error, VendorRejected):
-        return Decision(JobStatus.FAILED, "rejected", True, None, code, text)
+        return Decision(JobStatus.FAILED, Outcome.REJECTED, True, None, code, text)
     if isinstance(error, OutcomeUnknown) and on_ambiguous == "unknown":
-        return Decision(JobStatus.UNKNOWN, "ambiguous", True, None, code, text)
+        return Decision(JobStatus.UNKNOWN, Outcome.AMBIGUOUS, True, None, code, text)
     outcome = {
-        OutcomeUnknown: "ambiguous",
-        TokenRejected: "token",
-        VendorUnreachable: "not_sent",
-    }.get(type(error), "not_sent")
+        OutcomeUnknown: Outcome.AMBIGUOUS,
+        TokenRejected: Outcome.TOKEN,
+        VendorUnreachable: Outcome.NOT_SENT,
+    }.get(type(error), Outcome.NOT_SENT)
     attempts = attempts_before + 1
     if attempts >= max_attempts:
         return Decision(

@@ -9,6 +9,8 @@ names what is wrong and how to fix it; the CLI prints it as one line.
      │    └── JobNotFound
      ├── BrokerUnavailable        Redis (the Dramatiq broker) is unreachable
      ├── StateConflict            an operation does not fit the job's current status
+     ├── QuotaWait                no quota slot within the caller's patience (not a
+     │                            failure: the caller retries after `retry_after_s`)
      └── VendorError              the Weiban call did not end with errcode 0
           ├── VendorUnreachable   certainly not sent (connect error, refused, DNS)
           ├── TokenRejected       10001: the access token is bad or expired
@@ -55,6 +57,20 @@ class BrokerUnavailable(BroadcasterError):
 
 class StateConflict(BroadcasterError):
     """The job's current status does not allow this operation."""
+
+
+class QuotaWait(BroadcasterError):
+    """No quota slot within the caller's patience: try again after `retry_after_s`.
+    `blocked`: the corp is paused (a vendor block in force), not merely busy."""
+
+    def __init__(self, retry_after_s: float, blocked: bool = False) -> None:
+        super().__init__(retry_after_s, blocked)  # args as given: pickles and copies back
+        self.retry_after_s = retry_after_s
+        self.blocked = blocked
+
+    def __str__(self) -> str:
+        why = "the corp is blocked by the vendor" if self.blocked else "no quota slot free"
+        return f"{why}: try again in {self.retry_after_s:.3f}s"
 
 
 class VendorError(BroadcasterError):

@@ -30,6 +30,7 @@ from typing import Any
 import redis
 
 from broadcaster.corps import QuotaLimits
+from broadcaster.errors import QuotaWait as QuotaWait  # what `acquire` raises, re-exported
 
 WINDOW_MARGIN_MS = 200
 """Windows are counted 200 ms wider than the vendor's: network jitter between our clock
@@ -125,14 +126,6 @@ local lowered = math.max(1, math.min(cap, tonumber(ARGV[1])) - 1)
 redis.call('SET', KEYS[1], tostring(lowered), 'PX', tonumber(ARGV[2]))
 return lowered
 """
-
-
-@dataclass(frozen=True)
-class QuotaWait(Exception):
-    """No slot within the caller's patience: try again after `retry_after_s`."""
-
-    retry_after_s: float
-    blocked: bool = False
 
 
 @dataclass

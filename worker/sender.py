@@ -22,20 +22,29 @@ from broadcaster.delivery import Decision, backoff_s, decide
 from broadcaster.errors import (
     JobStoreError,
     OutcomeUnknown,
+    QuotaWait,
     VendorBlocked,
     VendorBusy,
     VendorError,
     VendorThrottled,
 )
 from broadcaster.logs import redact_text
-from broadcaster.quota import QuotaWait, RedisQuota, Slot
+from broadcaster.quota import RedisQuota, Slot
 from broadcaster.settings import Settings
-from broadcaster.status import JobStatus
+from broadcaster.status import JobStatus, Outcome
 from broadcaster.store import JobStore, SendingJob
 from broadcaster.timeutil import utcnow
 from broadcaster.weiban import CREATE_API, call_budget_s
 
 log = structlog.get_logger("broadcaster.worker")
+
+_EVENTS = {
+    Outcome.SENT: "job_sent",
+    Outcome.REJECTED: "job_failed",
+    Outcome.AMBIGUOUS: "job_unknown",
+}
+"""The log event of a finished call by its outcome; any other outcome is `job_retry`
+(or `job_failed` when the attempts ran out)."""
 
 
 class Vendor(Protocol):
@@ -60,12 +69,12 @@ class Sender:
         self.clock = clock
         self.rng = rng
 
-    def send(self, job_id: int) -> str:
+    def send(self, job_id: int) -> Outcome:
         """Handle one broker message; returns what happened (for logs and tests)."""
         seen = self.store.peek(job_id)
         if seen is None or seen.status != JobStatus.QUEUED:
             log.debug("message_ignored", job_id=job_id, status=seen and seen.status)
-            return "ignored"
+            return Outcome.IGNORED
         corp_id = seen.corp_id or self.store.default_corp or ""
         try:
             slot = self.quota.acquire(
@@ -81,7 +90,7 @@ class Sender:
                 job = self.store.start_sending(job_id, self.clock(), self.settings.sending_lease_s)
                 if job is None:
                     log.debug("lost_claim", job_id=job_id)
-                    return "ignored"
+                    return Outcome.IGNORED
                 started_at, started = self.clock(), time.monotonic()
                 error = self._call(job)
         finally:
@@ -156,9 +165,7 @@ class Sender:
                     raise
                 log.warning("finish_retry", job_id=job.id, error=str(exc))
                 time.sleep(0.5)
-        event = {"sent": "job_sent", "rejected": "job_failed", "ambiguous": "job_unknown"}.get(
-            decision.outcome, "job_retry"
-        )
+        event = _EVENTS.get(decision.outcome, "job_retry")
         if decision.status == JobStatus.FAILED:
             event = "job_failed"
         log.info(
@@ -171,8 +178,8 @@ class Sender:
             ms=duration_ms,
         )
 
-    def _wait_for_quota(self, job_id: int, wait: QuotaWait) -> str:
+    def _wait_for_quota(self, job_id: int, wait: QuotaWait) -> Outcome:
         delay = wait.retry_after_s + self.rng() * 0.1
         self.store.requeue_later(job_id, self.clock(), delay)
         log.debug("quota_wait", job_id=job_id, retry_in_s=round(delay, 3), blocked=wait.blocked)
-        return "blocked" if wait.blocked else "quota_wait"
+        return Outcome.BLOCKED if wait.blocked else Outcome.QUOTA_WAIT

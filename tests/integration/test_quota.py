@@ -109,3 +109,22 @@ def test_busy_lowers_the_in_flight_cap_for_a_while(redis_client: redis.Redis) ->
     with pytest.raises(QuotaWait):
         quota.acquire("corp", "api", max_wait_s=0.2)
     quota.release(held)
+
+
+def test_quota_wait_raised_inside_a_slot_propagates_as_itself(redis_client: redis.Redis) -> None:
+    """Regression: as a frozen dataclass, QuotaWait raised through the `slot` context
+    manager became FrozenInstanceError on Python 3.11 (contextlib sets `__traceback__`)."""
+    quota = make_quota(redis_client, per_minute=60000, max_in_flight=1)
+    with pytest.raises(QuotaWait) as waited, quota.slot("corp", "api", max_wait_s=1):
+        quota.acquire("corp", "api", max_wait_s=0.1)  # the one slot is held by the `with`
+    assert waited.type is QuotaWait and not waited.value.blocked
+    assert waited.value.retry_after_s == 0.5
+    quota.release(quota.acquire("corp", "api", max_wait_s=1))  # the `with` released its slot
+
+
+def test_quota_wait_from_a_blocked_slot_propagates_as_itself(redis_client: redis.Redis) -> None:
+    quota = make_quota(redis_client, per_minute=60000)
+    quota.on_blocked("corp", "api")
+    with pytest.raises(QuotaWait) as waited, quota.slot("corp", "api", max_wait_s=1):
+        pytest.fail("no slot while the corp is blocked")
+    assert waited.value.blocked and 0 < waited.value.retry_after_s <= 1.0

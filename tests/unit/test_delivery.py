@@ -17,7 +17,7 @@ from broadcaster.errors import (
     VendorThrottled,
     VendorUnreachable,
 )
-from broadcaster.status import JobStatus
+from broadcaster.status import JobStatus, Outcome
 from broadcaster.weiban import (
     Answer,
     classify_errcode,
@@ -70,6 +70,35 @@ def test_each_outcome_leads_to_its_documented_next_state(
     if error is not None:
         assert decision.error and str(error) in decision.error
         assert decision.errcode == error.errcode
+
+
+@pytest.mark.parametrize(
+    ("error", "policy", "stored"),
+    [
+        (None, "unknown", "sent"),
+        (VendorUnreachable("refused"), "unknown", "not_sent"),
+        (VendorError("unforeseen"), "unknown", "not_sent"),
+        (TokenRejected("10001 twice", errcode=10001), "unknown", "token"),
+        (VendorBusy("10052", errcode=10052), "unknown", "busy"),
+        (VendorBlocked("10053", errcode=10053), "unknown", "blocked"),
+        (VendorThrottled("429", retry_after_s=7.0), "unknown", "throttled"),
+        (CredentialsRejected("bad secret"), "unknown", "credentials"),
+        (VendorRejected("bad body", errcode=20001), "unknown", "rejected"),
+        (OutcomeUnknown("read timeout"), "unknown", "ambiguous"),
+        (OutcomeUnknown("read timeout"), "retry", "ambiguous"),
+    ],
+)
+def test_each_outcome_is_recorded_under_its_stored_name(
+    error: VendorError | None, policy: str, stored: str
+) -> None:
+    decision = decide(
+        error,
+        attempts_before=0,
+        max_attempts=5,
+        on_ambiguous=policy,  # type: ignore[arg-type]
+        backoff=lambda n: 1.0,
+    )
+    assert isinstance(decision.outcome, Outcome) and decision.outcome == stored
 
 
 def test_backoff_doubles_with_jitter_and_is_capped() -> None:
