@@ -37,10 +37,9 @@ from pydantic import (
     model_validator,
 )
 
-from broadcaster.db import make_engine
+from broadcaster.bootstrap import Bootstrap
 from broadcaster.errors import InvalidJob, InvalidPayload
 from broadcaster.payload import MAX_GROUPS_PER_TASK, parse_payload, split_audience, unstorable
-from broadcaster.readiness import check_schema
 from broadcaster.settings import describe_validation_error, load_settings
 from broadcaster.store import JobStore
 from broadcaster.timeutil import to_naive_utc, utcnow
@@ -182,10 +181,8 @@ class ScheduleResult:
 
 @cache
 def _store_for(database_url: str | None) -> JobStore:
-    settings = load_settings()
-    engine = make_engine(database_url or settings.database_url)
-    check_schema(engine)  # "run broadcaster db upgrade", not "no such table"
-    return JobStore(engine, default_corp=settings.weiban_corp_id)
+    settings = load_settings(**({"database_url": database_url} if database_url else {}))
+    return Bootstrap(settings).store  # checked: "run broadcaster db upgrade", not "no such table"
 
 
 def schedule_broadcast(

@@ -21,17 +21,14 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from broadcaster.corps import CorpDirectory
-from broadcaster.db import is_sqlite, make_engine
+from broadcaster.bootstrap import Bootstrap
+from broadcaster.db import is_sqlite
 from broadcaster.dispatch import Dispatcher, make_broker
 from broadcaster.errors import BroadcasterError
-from broadcaster.quota import RedisQuota
-from broadcaster.readiness import Stopped, check_schema, wait_for
-from broadcaster.redis_conn import connect, resolve_redis_url, stop_embedded_redis
+from broadcaster.readiness import Stopped
+from broadcaster.redis_conn import stop_embedded_redis
 from broadcaster.settings import Settings
-from broadcaster.store import JobStore
 from broadcaster.timeutil import utcnow
-from broadcaster.weiban import slot_lease_s
 from scheduler.notify import DueListener
 from scheduler.service import Admission, SchedulerService, TickReport
 
@@ -140,20 +137,15 @@ class SchedulerRunner:
 def build_runner(settings: Settings, stop: threading.Event) -> SchedulerRunner:
     """Wire the scheduler from settings, waiting for the database and Redis to be ready
     (raises `Stopped` if told to stop meanwhile)."""
-    engine = make_engine(settings.database_url)
-    wait_for(lambda: check_schema(engine), "database", stop)
-    redis_url = resolve_redis_url(settings)
-    client = wait_for(lambda: connect(redis_url), "redis", stop)
-    store = JobStore(engine, default_corp=settings.weiban_corp_id)
-    corps = CorpDirectory(settings)
-    quota = RedisQuota(client, corps.limits, slot_lease_s=slot_lease_s(settings.weiban_timeout_s))
+    boot = Bootstrap(settings, wait=stop)
+    store = boot.store
     service = SchedulerService(
         store,
-        Dispatcher(make_broker(client)),
+        Dispatcher(make_broker(boot.redis)),
         settings,
-        admission=Admission(settings, corps, quota),
+        admission=Admission(settings, boot.corps, boot.quota),
     )
-    return SchedulerRunner(service, listen_engine=None if is_sqlite(engine) else engine)
+    return SchedulerRunner(service, listen_engine=None if is_sqlite(boot.engine) else boot.engine)
 
 
 def run_scheduler(settings: Settings) -> None:

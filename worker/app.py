@@ -15,16 +15,11 @@ import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
-from broadcaster.corps import CorpDirectory
-from broadcaster.db import make_engine
+from broadcaster.bootstrap import Bootstrap
 from broadcaster.errors import BroadcasterError
 from broadcaster.messages import ACTOR_NAME, QUEUE_NAME
-from broadcaster.quota import RedisQuota
-from broadcaster.readiness import check_schema, wait_for
-from broadcaster.redis_conn import connect, resolve_redis_url
 from broadcaster.settings import Settings
-from broadcaster.store import JobStore
-from broadcaster.weiban import WeibanClient, slot_lease_s
+from broadcaster.weiban import WeibanClient
 from worker.sender import Sender
 
 log = structlog.get_logger("broadcaster.worker")
@@ -58,35 +53,20 @@ class WorkerApp:
         self.client.close()
 
 
-def build_sender(settings: Settings, redis_url: str) -> tuple[Sender, WeibanClient]:
-    redis_client = connect(redis_url)
-    corps = CorpDirectory(settings)
-    store = JobStore(make_engine(settings.database_url), default_corp=settings.weiban_corp_id)
-    quota = RedisQuota(
-        redis_client,
-        corps.limits,
-        slot_lease_s=slot_lease_s(settings.weiban_timeout_s),
-        block_s=settings.weiban_block_s,
-        block_max_s=settings.weiban_block_max_s,
-    )
-    client = WeibanClient(
-        settings.weiban_base_url, corps, redis_client, timeout_s=settings.weiban_timeout_s
-    )
-    return Sender(store, quota, client, settings), client
+def build_sender(settings: Settings, boot: Bootstrap | None = None) -> tuple[Sender, WeibanClient]:
+    """The actor's body, wired from settings (through `boot` when the caller has one)."""
+    boot = boot or Bootstrap(settings)
+    return Sender(boot.store, boot.quota, boot.vendor, settings), boot.vendor
 
 
 def build_worker_app(
     settings: Settings, *, threads: int, prefetch: int = 0, stop: threading.Event | None = None
 ) -> WorkerApp:
     """Wait for the database, Redis and the vendor, then wire a Dramatiq Worker."""
-    stop = stop or threading.Event()
-    engine = make_engine(settings.database_url)
-    wait_for(lambda: check_schema(engine), "database", stop)
-    engine.dispose()
-    redis_url = resolve_redis_url(settings)
-    redis_client = wait_for(lambda: connect(redis_url), "redis", stop)
-    sender, client = build_sender(settings, redis_url)
-    wait_for(lambda: check_vendor(client, settings), "vendor", stop)
+    boot = Bootstrap(settings, wait=stop or threading.Event())
+    sender, client = build_sender(settings, boot)
+    boot.check_vendor()
+    redis_client = boot.redis
 
     broker = RedisBroker(client=redis_client, middleware=[BindJobContext()])
 
@@ -110,10 +90,3 @@ def build_worker_app(
     # another process cannot take. Threads + 2 keeps every thread fed.
     worker.queue_prefetch = prefetch or threads + 2
     return WorkerApp(broker, worker, sender, client)
-
-
-def check_vendor(client: WeibanClient, settings: Settings) -> bool:
-    """The default corp can get a token: the base URL answers and the secret is right."""
-    if settings.weiban_corp_id and settings.weiban_secret is not None:
-        client.tokens.get(settings.weiban_corp_id)
-    return True

@@ -8,11 +8,10 @@ from functools import cached_property
 from rich.console import Console
 from sqlalchemy import Engine
 
+from broadcaster.bootstrap import Bootstrap
 from broadcaster.corps import CorpDirectory
-from broadcaster.db import make_engine
 from broadcaster.errors import SettingsError
 from broadcaster.logs import configure_logging, register_secret
-from broadcaster.readiness import check_schema
 from broadcaster.settings import Settings, load_settings
 from broadcaster.store import JobStore
 
@@ -33,17 +32,22 @@ class CliContext:
         return settings
 
     @cached_property
+    def boot(self) -> Bootstrap:
+        """The parts of the service, built from settings when first used (no waiting: a
+        missing dependency is one line at once)."""
+        return Bootstrap(self.settings)
+
+    @property
     def engine(self) -> Engine:
         """The database, unchecked: only `db upgrade` may use it before it has tables."""
-        return make_engine(self.settings.database_url)
+        return self.boot.engine
 
-    @cached_property
+    @property
     def store(self) -> JobStore:
         """The job tables, for every command that reads or writes jobs. Checked first, in
         this one place, so each such command fails alike with one line that says what to
         do: no SQLite file (never created here), unreachable, or not migrated."""
-        check_schema(self.engine)
-        return JobStore(self.engine, default_corp=self.settings.weiban_corp_id)
+        return self.boot.store
 
 
 def _register_corp_secrets(settings: Settings) -> None:

@@ -14,10 +14,8 @@ from rich.text import Text
 from broadcaster.cli.context import CliContext
 from broadcaster.cli.options import WATCH_S, float_range
 from broadcaster.cli.render import literal, print_json
-from broadcaster.corps import CorpDirectory
 from broadcaster.errors import BroadcasterError
 from broadcaster.quota import RedisQuota
-from broadcaster.redis_conn import connect
 from broadcaster.report import collect
 from broadcaster.status import JobStatus
 
@@ -26,15 +24,14 @@ def register(app: typer.Typer) -> None:
     app.command(name="status")(status)
 
 
-def _quota(cli: CliContext, corps: CorpDirectory) -> RedisQuota | str:
+def _quota(cli: CliContext) -> RedisQuota | str:
     """Quota figures live in Redis, or a line saying why there are none."""
     if not cli.settings.redis_url:
         return "REDIS_URL is unset (an embedded Redis lives only while `run` runs)"
     try:
-        client = connect(cli.settings.redis_url)
+        return cli.boot.quota
     except BroadcasterError as exc:
         return str(exc)
-    return RedisQuota(client, corps.limits, slot_lease_s=1)
 
 
 def render(report: dict[str, Any]) -> Group:
@@ -106,8 +103,8 @@ def status(
 ) -> None:
     """Counts per corp and campaign, lateness, quota use, vendor blocks, unknown jobs."""
     cli: CliContext = ctx.obj
-    corps = CorpDirectory(cli.settings)
-    quota = _quota(cli, corps)
+    corps = cli.boot.corps
+    quota = _quota(cli)
     if as_json:
         print_json(cli.console, collect(cli.store, corps, quota))
         return

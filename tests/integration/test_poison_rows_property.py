@@ -61,7 +61,7 @@ def test_odd_rows_fail_alone_and_good_rows_are_sent(
         scheduler_batch_size=3,
     )
     store = JobStore(engine, default_corp="corp-a")
-    sender = build_sender(config, redis_url)[0]
+    sender = build_sender(config)[0]
     service = SchedulerService(store, Dispatcher(make_broker(redis_client)), config)
 
     @settings(

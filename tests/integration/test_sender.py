@@ -30,7 +30,7 @@ def sender_for(db_url: str, redis_url: str, vendor_url: str, **settings: Any) ->
         retry_base_s=0.01,
         **settings,
     )
-    return build_sender(config, redis_url)[0]
+    return build_sender(config)[0]
 
 
 def queued_job(store: JobStore, **job: Any) -> int:
