@@ -17,6 +17,7 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from broadcaster.cli import db as db_cmds
+from broadcaster.cli import doctor as doctor_cmds
 from broadcaster.cli import jobs as jobs_cmds
 from broadcaster.cli import produce as produce_cmds
 from broadcaster.cli import services as service_cmds
@@ -36,6 +37,7 @@ app = typer.Typer(
 )
 app.add_typer(db_cmds.app, name="db")
 app.add_typer(jobs_cmds.app, name="jobs")
+doctor_cmds.register(app)
 produce_cmds.register(app)
 service_cmds.register(app)
 status_cmds.register(app)
