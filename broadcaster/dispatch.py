@@ -66,13 +66,9 @@ class Dispatcher:
                     )
                 pipe.execute()
         except redis.RedisError as exc:
-            raise EnqueueFailed(f"Redis refused an enqueue: {exc}", []) from exc
+            raise EnqueueFailed(f"Redis refused an enqueue: {exc}") from exc
         return ids
 
 
 class EnqueueFailed(BrokerUnavailable):
-    """Enqueueing stopped part way; `enqueued` holds the ids that did go out."""
-
-    def __init__(self, message: str, enqueued: list[int]) -> None:
-        super().__init__(message)
-        self.enqueued = enqueued
+    """Redis refused a batch's enqueue: count none of it as enqueued and hand it back."""

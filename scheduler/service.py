@@ -115,10 +115,9 @@ class SchedulerService:
             return
         try:
             self.dispatcher.enqueue(job.id for job in claimed)
-        except EnqueueFailed as exc:
-            left = [job.id for job in claimed if job.id not in set(exc.enqueued)]
-            self.store.release(left, now)
-            log.error("enqueue_failed", error=str(exc), released=len(left))
+        except EnqueueFailed as exc:  # none went out: the whole batch goes back
+            self.store.release([job.id for job in claimed], now)
+            log.error("enqueue_failed", error=str(exc), released=len(claimed))
             raise
         for job in claimed:
             log.debug("job_claimed", job_id=job.id, corp_id=job.corp_id)
