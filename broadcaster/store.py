@@ -10,11 +10,24 @@ the only writer instead.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Engine, Row, and_, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    Update,
+    and_,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
@@ -30,7 +43,14 @@ from broadcaster.screening import (
     read_time,
     sending_problem,
 )
-from broadcaster.status import CANCELLABLE_STATUSES, JobStatus
+from broadcaster.status import CANCELLABLE_STATUSES, CERTAIN_OUTCOMES, JobStatus, Outcome
+
+if TYPE_CHECKING:
+    from broadcaster.delivery import Decision
+
+
+AnyRow = Row[*tuple[Any, ...]]
+"""A row of any columns (SQLAlchemy types a row by its columns; `Row[Any]` is one)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +148,21 @@ def _skipped_keys(rows: Sequence[dict[str, Any]], returned: Sequence[Any]) -> li
     return skipped
 
 
+EXPIRED_REASON = "expires_at passed before it could be sent"
+
+
+def _move(now: datetime, *where: ColumnElement[bool], **values: Any) -> Update:
+    """UPDATE the jobs matching `where` to `values`, stamped `now`, ending their lease:
+    every move does but those that take a new one (claim, start_sending, the sweep's)."""
+    return update(jobs).where(*where).values(lease_until=None, updated_at=now, **values)
+
+
+def _expire(connection: Connection, now: datetime, *where: ColumnElement[bool]) -> int:
+    """Move the jobs matching `where` to `expired`; returns how many moved."""
+    statement = _move(now, *where, status=JobStatus.EXPIRED, last_error=EXPIRED_REASON)
+    return connection.execute(statement).rowcount
+
+
 class JobStore:
     """Every read and write of `broadcast_jobs` and `broadcast_attempts`."""
 
@@ -160,9 +195,9 @@ class JobStore:
             raise RowsRefused(f"database refused a value: {exc}") from exc
         return InsertResult([row.id for row in returned], _skipped_keys(rows, returned))
 
-    def keyed_jobs(self, keys: Collection[str]) -> dict[str, Row[Any]]:
+    def keyed_jobs(self, keys: Collection[str]) -> dict[str, AnyRow]:
         """The rows holding these dedupe keys (id, dedupe_key, corp_id, payload), by key."""
-        found: dict[str, Row[Any]] = {}
+        found: dict[str, AnyRow] = {}
         ordered = list(keys)
         query = select(jobs.c.id, jobs.c.dedupe_key, jobs.c.corp_id, jobs.c.payload)
         with self._begin() as connection:
@@ -193,7 +228,8 @@ class JobStore:
 
     def _copy_jobs_raw(self, rows: Sequence[dict[str, Any]]) -> InsertResult:
         with self._begin() as connection:
-            cursor = connection.connection.driver_connection.cursor()
+            driver: Any = connection.connection.driver_connection  # psycopg's, never None here
+            cursor = driver.cursor()
             cursor.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS broadcast_jobs_staging (ord int, corp_id text, "
                 "payload text, send_at timestamp, dedupe_key text, campaign text, priority int, "
@@ -274,26 +310,13 @@ class JobStore:
                 ClaimedJob(row.id, verdict.corp_id, verdict.priority, verdict.due_at)
             )
 
-    def _finish_unfit(self, connection: Any, result: ClaimResult, now: datetime) -> None:
+    def _finish_unfit(self, connection: Connection, result: ClaimResult, now: datetime) -> None:
         for job_id, reason in result.failed:
             connection.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id)
-                .values(
-                    status=JobStatus.FAILED, last_error=reason, lease_until=None, updated_at=now
-                )
+                _move(now, jobs.c.id == job_id, status=JobStatus.FAILED, last_error=reason)
             )
         if result.expired:
-            connection.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(result.expired))
-                .values(
-                    status=JobStatus.EXPIRED,
-                    lease_until=None,
-                    updated_at=now,
-                    last_error="expires_at passed before it could be sent",
-                )
-            )
+            _expire(connection, now, jobs.c.id.in_(result.expired))
         claimed_without_corp = [job for job in result.claimed if job.corp_id == self.default_corp]
         if claimed_without_corp:
             connection.execute(
@@ -311,9 +334,12 @@ class JobStore:
             return 0
         with self._begin() as connection:
             return connection.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(list(job_ids)), jobs.c.status == JobStatus.QUEUED)
-                .values(status=JobStatus.SCHEDULED, lease_until=None, updated_at=now)
+                _move(
+                    now,
+                    jobs.c.id.in_(list(job_ids)),
+                    jobs.c.status == JobStatus.QUEUED,
+                    status=JobStatus.SCHEDULED,
+                )
             ).rowcount
 
     def next_due_at(self) -> datetime | None:
@@ -339,32 +365,23 @@ class JobStore:
         - `scheduled` or `queued` past `expires_at`: `expired`.
         """
         with self._begin() as connection:
-            expired = connection.execute(
-                update(jobs)
-                .where(
-                    jobs.c.status.in_([JobStatus.SCHEDULED, JobStatus.QUEUED]),
-                    jobs.c.expires_at <= now,
-                )
-                .values(
-                    status=JobStatus.EXPIRED,
-                    lease_until=None,
-                    updated_at=now,
-                    last_error="expires_at passed before it could be sent",
-                )
-            ).rowcount
+            expired = _expire(
+                connection,
+                now,
+                jobs.c.status.in_([JobStatus.SCHEDULED, JobStatus.QUEUED]),
+                jobs.c.expires_at <= now,
+            )
             unknown = (
                 connection.execute(
-                    update(jobs)
-                    .where(jobs.c.status == JobStatus.SENDING, jobs.c.lease_until < now)
-                    .values(
+                    _move(
+                        now,
+                        jobs.c.status == JobStatus.SENDING,
+                        jobs.c.lease_until < now,
                         status=JobStatus.UNKNOWN,
-                        lease_until=None,
-                        updated_at=now,
                         last_error="worker lost during the vendor call (lease expired); "
                         "the message may exist at the vendor: resolve with "
                         "`broadcaster jobs resolve`",
-                    )
-                    .returning(jobs.c.id)
+                    ).returning(jobs.c.id)
                 )
                 .scalars()
                 .all()
@@ -389,7 +406,7 @@ class JobStore:
         )
 
     # ------------------------------------------------------------------ workers
-    def peek(self, job_id: int) -> Row[Any] | None:
+    def peek(self, job_id: int) -> AnyRow | None:
         """Status and corp of a job, to drop a stale message before touching the quota."""
         with self._begin() as connection:
             return connection.execute(
@@ -419,30 +436,21 @@ class JobStore:
                 )
             ).first()
             if row is None:
-                connection.execute(
-                    update(jobs)
-                    .where(
-                        jobs.c.id == job_id,
-                        jobs.c.status == JobStatus.QUEUED,
-                        jobs.c.expires_at <= now,
-                    )
-                    .values(
-                        status=JobStatus.EXPIRED,
-                        lease_until=None,
-                        updated_at=now,
-                        last_error="expires_at passed before it could be sent",
-                    )
+                _expire(
+                    connection,
+                    now,
+                    jobs.c.id == job_id,
+                    jobs.c.status == JobStatus.QUEUED,
+                    jobs.c.expires_at <= now,
                 )
                 return None
             problem = sending_problem(row)
             if problem is not None:  # never call the vendor for it (issue 9)
                 connection.execute(
-                    update(jobs)
-                    .where(jobs.c.id == job_id)
-                    .values(
+                    _move(
+                        now,
+                        jobs.c.id == job_id,
                         status=JobStatus.FAILED,
-                        lease_until=None,
-                        updated_at=now,
                         last_error=storable_text(problem),
                     )
                 )
@@ -461,29 +469,30 @@ class JobStore:
         with self._begin() as connection:
             return bool(
                 connection.execute(
-                    update(jobs)
-                    .where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED)
-                    .values(
+                    _move(
+                        now,
+                        jobs.c.id == job_id,
+                        jobs.c.status == JobStatus.QUEUED,
                         status=JobStatus.SCHEDULED,
-                        lease_until=None,
-                        updated_at=now,
                         not_before=now + timedelta(seconds=delay_s),
                     )
                 ).rowcount
             )
 
     def finish(
-        self, job: SendingJob, decision: Any, now: datetime, started_at: datetime, duration_ms: int
+        self,
+        job: SendingJob,
+        decision: Decision,
+        now: datetime,
+        started_at: datetime,
+        duration_ms: int,
     ) -> None:
-        """Record the vendor call's outcome and move the job on, in one transaction.
-        `decision` is a `delivery.Decision`."""
+        """Record the vendor call's outcome and move the job on, in one transaction."""
         attempts_after = job.attempts + (1 if decision.counts_attempt else 0)
         error = None if decision.error is None else storable_text(decision.error)
         values: dict[str, Any] = {
             "status": decision.status,
             "attempts": attempts_after,
-            "lease_until": None,
-            "updated_at": now,
             "last_errcode": decision.errcode,
             "last_error": error,
         }
@@ -493,22 +502,20 @@ class JobStore:
             values["not_before"] = now + timedelta(seconds=decision.retry_in_s)
         with self._begin() as connection:
             moved = connection.execute(
-                update(jobs)
-                .where(jobs.c.id == job.id, jobs.c.status == JobStatus.SENDING)
-                .values(**values)
+                _move(now, jobs.c.id == job.id, jobs.c.status == JobStatus.SENDING, **values)
             ).rowcount
-            if not moved and decision.outcome in ("sent", "rejected"):
+            if not moved and decision.outcome in CERTAIN_OUTCOMES:
                 # The sweep called the job `unknown` while this call was still running;
                 # its answer, when certain (created, or refused as a business error), is
                 # the truth, so it settles the job rather than being lost.
                 connection.execute(
-                    update(jobs)
-                    .where(
+                    _move(
+                        now,
                         jobs.c.id == job.id,
                         jobs.c.status == JobStatus.UNKNOWN,
                         jobs.c.attempts == job.attempts,
+                        **values,
                     )
-                    .values(**values)
                 )
             connection.execute(
                 insert(attempts).values(
@@ -559,9 +566,7 @@ class JobStore:
     ) -> None:
         with self._begin() as connection:
             done = connection.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status.in_(list(allowed)))
-                .values(updated_at=now, lease_until=None, **changes)
+                _move(now, jobs.c.id == job_id, jobs.c.status.in_(list(allowed)), **changes)
             ).rowcount
             status = (
                 None
@@ -623,9 +628,12 @@ class JobStore:
         """Cancel one job. A job already `sending` (or finished) cannot be, and says why."""
         with self._begin() as connection:
             done = connection.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status.in_(list(CANCELLABLE_STATUSES)))
-                .values(status=JobStatus.CANCELLED, lease_until=None, updated_at=now)
+                _move(
+                    now,
+                    jobs.c.id == job_id,
+                    jobs.c.status.in_(list(CANCELLABLE_STATUSES)),
+                    status=JobStatus.CANCELLED,
+                )
             ).rowcount
             if done:
                 return
@@ -643,9 +651,12 @@ class JobStore:
         """Cancel every cancellable job of a campaign; returns (cancelled, left sending)."""
         with self._begin() as connection:
             cancelled = connection.execute(
-                update(jobs)
-                .where(jobs.c.campaign == campaign, jobs.c.status.in_(list(CANCELLABLE_STATUSES)))
-                .values(status=JobStatus.CANCELLED, lease_until=None, updated_at=now)
+                _move(
+                    now,
+                    jobs.c.campaign == campaign,
+                    jobs.c.status.in_(list(CANCELLABLE_STATUSES)),
+                    status=JobStatus.CANCELLED,
+                )
             ).rowcount
             sending = connection.execute(
                 select(func.count()).where(
@@ -659,7 +670,7 @@ class JobStore:
         query = (
             select(attempts.c.started_at, jobs.c.send_at)
             .join(jobs, jobs.c.id == attempts.c.job_id)
-            .where(attempts.c.outcome == "sent", attempts.c.started_at >= since)
+            .where(attempts.c.outcome == Outcome.SENT, attempts.c.started_at >= since)
         )
         with self._begin() as connection:
             rows = connection.execute(query).all()
@@ -699,7 +710,7 @@ class JobStore:
         return read_time(oldest)  # None for a time Python cannot hold, as in next_due_at
 
     # ------------------------------------------------------------------ internals
-    def _begin(self) -> Any:
+    def _begin(self) -> _Transaction:
         return _Transaction(self.engine)
 
 
@@ -707,15 +718,20 @@ class _Transaction:
     """`engine.begin()` that turns driver errors into one-line `JobStoreError`s."""
 
     def __init__(self, engine: Engine) -> None:
-        self._context = engine.begin()
+        self._context: AbstractContextManager[Connection] = engine.begin()
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Connection:
         try:
             return self._context.__enter__()
         except SQLAlchemyError as exc:
             raise JobStoreError(f"database unavailable: {first_line(exc)}") from exc
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
         try:
             self._context.__exit__(exc_type, exc, tb)
         except SQLAlchemyError as error:
