@@ -16,17 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, func, make_url, select, text
 
 from broadcaster import migrate, schedule_many
 from broadcaster.db import make_engine
 from broadcaster.sandbox import SandboxConfig, SandboxServer
+from broadcaster.schema import jobs
+from broadcaster.status import SETTLED_STATUSES, JobStatus
 from broadcaster.store import JobStore
 from tests.chaos.faults import FAULTS, REDIS_FAULTS, Hit
 from tests.helpers import body
 from tests.system.harness import Process, Service
 
-FINAL = {"sent", "failed", "unknown", "expired", "cancelled"}
 SECRET = "chaos-secret-7f3a9c"
 LIMIT_IN_FLIGHT = 4
 
@@ -265,10 +266,7 @@ class Round:
         def settled() -> bool:
             with self.engine.connect() as connection:
                 open_jobs = connection.execute(
-                    text(
-                        "SELECT count(*) FROM broadcast_jobs WHERE status NOT IN "
-                        "('sent', 'failed', 'unknown', 'expired', 'cancelled')"
-                    )
+                    select(func.count()).where(jobs.c.status.not_in(sorted(SETTLED_STATUSES)))
                 ).scalar_one()
             return open_jobs == 0
 
@@ -298,17 +296,17 @@ class Round:
         stats = self.sandbox.state.stats()
         peak = max((c["peak_in_flight"] for c in stats["corps"].values()), default=0)
         violations = []
-        lost = [job_id for job_id, status in statuses.items() if status not in FINAL]
+        lost = [job_id for job_id, status in statuses.items() if status not in SETTLED_STATUSES]
         if lost:
-            violations.append(f"{len(lost)} jobs not final: {lost[:5]}")
+            violations.append(f"{len(lost)} jobs not settled: {lost[:5]}")
         duplicates = {name: n for name, n in created.items() if n > 1}
         if duplicates:
             violations.append(f"created twice: {duplicates}")
         for name, status in by_name.items():
-            if status == "sent" and created.get(name) != 1:
+            if status == JobStatus.SENT and created.get(name) != 1:
                 violations.append(f"{name} sent but created {created.get(name, 0)} times")
         for name in created:
-            if by_name.get(name) not in ("sent", "unknown"):
+            if by_name.get(name) not in (JobStatus.SENT, JobStatus.UNKNOWN):
                 violations.append(f"{name} created but the job is {by_name.get(name)}")
         for hit in hits:
             hit.proved = proof(hit, stats, self.sandbox.state.faults_served, values_of(by_name))
@@ -320,9 +318,9 @@ class Round:
             self.kind,
             hits,
             len(self.names),
-            values.count("sent"),
-            values.count("unknown"),
-            values.count("failed"),
+            values.count(JobStatus.SENT),
+            values.count(JobStatus.UNKNOWN),
+            values.count(JobStatus.FAILED),
             len(duplicates),
             len(lost),
             stats["errors"],
@@ -367,7 +365,7 @@ def proof(hit: Hit, stats: dict[str, Any], served: dict[str, int], statuses: lis
         "vendor_5xx": lambda: served.get("http_5xx", 0) > 0,
         "vendor_hang": lambda: served.get("hang_after_create", 0) > 0,
         "token_invalidate": lambda: stats["errors"].get("10001", 0) > 0,
-        "malformed_rows": lambda: statuses.count("failed") > 0,
+        "malformed_rows": lambda: statuses.count(JobStatus.FAILED) > 0,
         "kill9_worker": lambda: " 0 calls in flight" not in hit.evidence,
         "redis_flushall": lambda: not hit.evidence.startswith("0 keys"),
         "db_restart": lambda: hit.evidence.startswith("restarted"),
