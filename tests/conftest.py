@@ -15,9 +15,9 @@ from sqlalchemy import Engine, make_url, text
 
 from broadcaster import migrate
 from broadcaster.db import make_engine
+from broadcaster.devservices import Found, find_postgres, find_redis
 from broadcaster.settings import Settings
 from broadcaster.store import JobStore
-from tests.services import Found, find_postgres, find_redis
 
 PG_DB = os.environ.get("BROADCASTER_TEST_PG_DB", "broadcaster_test")
 REDIS_DB = os.environ.get("BROADCASTER_TEST_REDIS_DB", "9")

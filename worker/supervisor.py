@@ -5,9 +5,10 @@ anything, then starts N worker processes (each a Dramatiq Worker with M threads)
 restarts one that dies, waiting longer each time while it keeps dying soon after its start
 (a `worker_died` line each time); one that stops on its configuration stops the command
 with that one line and exit 1, as restarting cannot help. On SIGTERM/SIGINT it passes the
-signal on and waits for calls in flight to finish. `run` adds the scheduler in the
-supervisor's own process: one command for one machine. The embedded Redis, when
-REDIS_URL is unset, is started here, before the children, so they all join it.
+signal on and waits for calls in flight to finish. `run` (broadcaster/cli/run_all.py)
+adds the scheduler in the supervisor's own process: one command for one machine; this
+package never imports the scheduler. The embedded Redis, when REDIS_URL is unset, is
+started here, before the children, so they all join it.
 """
 
 from __future__ import annotations
@@ -202,44 +203,3 @@ def run_workers(settings: Settings, *, processes: int, threads: int, prefetch: i
     finally:
         supervisor.stop()
         stop_embedded_redis()
-
-
-def run_all(settings: Settings, *, processes: int, threads: int, prefetch: int) -> None:
-    """Scheduler in this process, workers in children."""
-    from scheduler.runner import build_runner
-
-    preflight(settings)
-    supervisor = Supervisor(settings, processes=processes, threads=threads, prefetch=prefetch)
-    stop = threading.Event()
-    runner = None
-    failure: list[SettingsError] = []
-
-    def _on_signal(*_args: object) -> None:
-        stop.set()
-        supervisor.stopping.set()
-        if runner is not None:
-            runner.shutdown()
-
-    def _watch() -> None:
-        try:
-            supervisor.watch()
-        except SettingsError as exc:  # a worker stopped on its configuration: stop all
-            failure.append(exc)
-            _on_signal()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _on_signal)
-    supervisor.start()
-    watcher = threading.Thread(target=_watch, name="supervisor", daemon=True)
-    watcher.start()
-    try:
-        runner = build_runner(settings, stop)
-        if not stop.is_set():
-            runner.run()
-    except Stopped:
-        pass
-    finally:
-        supervisor.stop()
-        stop_embedded_redis()
-    if failure:
-        raise failure[0]

@@ -96,7 +96,7 @@ def run(
     prefetch: int | None = PREFETCH,
 ) -> None:
     """The scheduler and the workers together, for one machine."""
-    from worker.supervisor import run_all
+    from broadcaster.cli.run_all import run_all
 
     settings = ctx.obj.settings
     run_all(settings, **_shape(settings, processes, threads, prefetch))

@@ -10,8 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from broadcaster.schema import STATUS_VALUES, utc_now
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -21,6 +19,19 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 DUE = sa.text("coalesce(not_before, send_at)")
 SCHEDULED = sa.text("status = 'scheduled'")
 IN_FLIGHT = sa.text("status IN ('queued', 'sending')")
+
+# Frozen copies of what the live schema had when this revision was written: a migration
+# never imports live code, or editing the enum would silently rewrite history. Changing a
+# status set or the clock takes a new revision.
+STATUS_VALUES = (
+    "'scheduled', 'queued', 'sending', 'sent', 'failed', 'unknown', 'cancelled', 'expired'"
+)
+# The database's clock as naive UTC, in each dialect's column format (see
+# broadcaster.schema.utc_now for why: PostgreSQL's session time zone; SQLite's text shape).
+UTC_NOW = {
+    "postgresql": "timezone('utc', statement_timestamp())",
+    "sqlite": "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')",
+}
 
 # SQLite stores timestamps as text; comparisons are textual, so every value must have the
 # one shape SQLAlchemy writes. Producers may write '2026-12-01 01:00:00', an ISO 'T', or an
@@ -80,6 +91,8 @@ PG_NOTIFY = [
 
 
 def upgrade() -> None:
+    dialect = op.get_bind().dialect.name
+    now = sa.text(UTC_NOW[dialect])
     op.create_table(
         "broadcast_jobs",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
@@ -87,7 +100,7 @@ def upgrade() -> None:
             "corp_id", sa.Text, nullable=True, comment="NULL: the default corp (WEIBAN_CORP_ID)"
         ),
         sa.Column("payload", sa.Text, nullable=False, comment="the vendor's request body, JSON"),
-        sa.Column("send_at", sa.DateTime, nullable=False, server_default=utc_now()),
+        sa.Column("send_at", sa.DateTime, nullable=False, server_default=now),
         sa.Column("dedupe_key", sa.Text, nullable=True),
         sa.Column("campaign", sa.Text, nullable=True),
         sa.Column("priority", sa.Integer, nullable=False, server_default=sa.text("0")),
@@ -102,8 +115,8 @@ def upgrade() -> None:
         sa.Column("sent_at", sa.DateTime, nullable=True),
         sa.Column("last_errcode", sa.Integer, nullable=True),
         sa.Column("last_error", sa.Text, nullable=True),
-        sa.Column("created_at", sa.DateTime, nullable=False, server_default=utc_now()),
-        sa.Column("updated_at", sa.DateTime, nullable=False, server_default=utc_now()),
+        sa.Column("created_at", sa.DateTime, nullable=False, server_default=now),
+        sa.Column("updated_at", sa.DateTime, nullable=False, server_default=now),
         sa.CheckConstraint(f"status IN ({STATUS_VALUES})", name=op.f("ck_broadcast_jobs_status")),
         sa.CheckConstraint("max_attempts >= 1", name=op.f("ck_broadcast_jobs_max_attempts")),
         sa.PrimaryKeyConstraint("id", name="pk_broadcast_jobs"),
@@ -153,7 +166,6 @@ def upgrade() -> None:
     )
     op.create_index("ix_broadcast_attempts_job_id", "broadcast_attempts", ["job_id"])
 
-    dialect = op.get_bind().dialect.name
     statements = (
         PG_NOTIFY
         if dialect == "postgresql"

@@ -17,9 +17,9 @@ import time
 from collections import Counter
 from dataclasses import asdict
 
+from broadcaster.devservices import find_postgres
 from tests.chaos.faults import FAULTS
 from tests.chaos.round import Round, RoundResult
-from tests.services import find_postgres
 
 
 def plan(rounds: int, per_round: int, rng: random.Random) -> list[list[str]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from broadcaster.devservices import find_postgres
 from tests.chaos.round import Round
-from tests.services import find_postgres
 
 ROUNDS = [
     ("sqlite", ["kill9_worker", "redis_flushall", "malformed_rows"]),

