@@ -167,11 +167,14 @@ def test_a_job_already_sending_cannot_be_cancelled(engine: Engine, store: JobSto
 
 
 def test_an_unreachable_broker_hands_the_claim_back(engine: Engine, store: JobStore) -> None:
-    ids = schedule_many([{"payload": body(), "send_at": NOW}], store=store).job_ids
+    ids = schedule_many([{"payload": body(), "send_at": NOW}] * 3, store=store).job_ids
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     with pytest.raises(EnqueueFailed, match="Redis refused an enqueue"):
         service_for(store, dead).tick()
-    assert store.get(ids[0]).status == JobStatus.SCHEDULED
+    assert [store.get(job_id).status for job_id in ids] == [JobStatus.SCHEDULED] * 3, (
+        "the whole batch goes back: none of a failed pipeline counts as enqueued"
+    )
+    assert store.queued_by_corp() == {}
 
 
 @pytest.mark.postgres
