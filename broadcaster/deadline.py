@@ -132,5 +132,5 @@ def deadline_transport(**kwargs: Any) -> httpx.HTTPTransport:
     tests/integration/test_vendor_hardening.py fails if a release renames it)."""
     transport = httpx.HTTPTransport(**kwargs)
     pool = transport._pool
-    pool._network_backend = DeadlineBackend(pool._network_backend)  # type: ignore[union-attr]
+    pool._network_backend = DeadlineBackend(pool._network_backend)
     return transport

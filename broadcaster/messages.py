@@ -13,7 +13,7 @@ ACTOR_NAME = "send_broadcast"
 QUEUE_NAME = "broadcasts"
 
 
-def send_broadcast_message(job_id: int) -> Message:  # type: ignore[type-arg]
+def send_broadcast_message(job_id: int) -> Message:
     return Message(
         queue_name=QUEUE_NAME, actor_name=ACTOR_NAME, args=(job_id,), kwargs={}, options={}
     )

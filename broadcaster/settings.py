@@ -202,10 +202,10 @@ def is_memory_sqlite(database: str | None, query: dict[str, Any]) -> bool:
     )
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the environment and `.env`; turn pydantic's report into one clear line."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc, env_names=True)) from None
     except UnicodeDecodeError as exc:  # the .env file

@@ -5,13 +5,14 @@ DATABASE_URL from the settings."""
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from broadcaster.db import make_engine
 from broadcaster.schema import metadata
 from broadcaster.settings import load_settings
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
     app.command(name="import")(import_jobs)
 
 
-def _read_payload(source: str) -> dict:  # type: ignore[type-arg]
+def _read_payload(source: str) -> dict:
     text = sys.stdin.read() if source == "-" else _read_file(Path(source))
     try:
         payload = json.loads(text)
