@@ -1,4 +1,7 @@
-"""`broadcaster db upgrade` and `db check`: Alembic run from code, against our engine."""
+"""`broadcaster db upgrade` and `db current`: Alembic run from code, against our engine.
+
+`check` (alembic check: do the models and the migrated database agree?) serves the test
+suite; it is not a command."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`broadcaster db upgrade|check|current`."""
+"""`broadcaster db upgrade|current`."""
 
 from __future__ import annotations
 
