@@ -27,6 +27,7 @@ from enum import StrEnum
 import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from broadcaster import migrate
 from broadcaster.corps import CorpDirectory, QuotaLimits
@@ -62,10 +63,8 @@ class Result:
         return {"check": self.check, "status": str(self.status), "detail": self.detail}
 
 
-LATENCY_SAMPLES = 2000
-"""Recent sent attempts read from `broadcast_attempts` to measure the vendor's latency."""
-LATENCY_MIN_SAMPLES = 20
-"""Fewer sent attempts of a corp than this: no measured latency, assume the worst."""
+LATENCY_SAMPLES = 2000  # recent sent attempts read to measure the vendor's latency
+LATENCY_MIN_SAMPLES = 20  # fewer for a corp: no measured latency, the worst case is assumed
 
 
 def exit_code(results: list[Result]) -> int:
@@ -91,18 +90,15 @@ def check_settings(settings: Settings) -> Result:
         "settings",
         Status.OK,
         f"loaded; DATABASE_URL {redact_url(settings.database_url)}, REDIS_URL "
-        f"{redis_shown}, WEIBAN_BASE_URL {settings.weiban_base_url}",
+        f"{redis_shown}, WEIBAN_BASE_URL {redact_url(settings.weiban_base_url)}",
     )
 
 
 def check_corps(corps: CorpDirectory) -> Result:
     known = corps.known()
     if not known:
-        return Result(
-            "corps",
-            Status.FAIL,
-            "no corp configured: set WEIBAN_CORP_ID and WEIBAN_SECRET, or WEIBAN_CORPS_FILE",
-        )
+        fix = "set WEIBAN_CORP_ID and WEIBAN_SECRET, or WEIBAN_CORPS_FILE"
+        return Result("corps", Status.FAIL, f"no corp configured: {fix}")
     names = ", ".join(f"{c} (default)" if c == corps.default_corp else c for c in known)
     detail = f"{len(known)} configured: {names}"
     if corps.default_corp is None:
@@ -111,10 +107,7 @@ def check_corps(corps: CorpDirectory) -> Result:
 
 
 def open_database(settings: Settings) -> Engine:
-    """An engine for the check: one connection, and a PostgreSQL that does not answer
-    within 5 s is a failure rather than a long hang."""
-    from sqlalchemy.pool import NullPool
-
+    """An engine for the check: a PostgreSQL silent for 5 s fails rather than hangs."""
     url = settings.database_url
     if url.startswith("sqlite"):
         return make_engine(url, poolclass=NullPool)
@@ -226,21 +219,18 @@ def measured_latency_ms(engine: Engine, default_corp: str | None) -> dict[str, f
         "ORDER BY a.id DESC LIMIT :limit"
     )
     samples: dict[str, list[int]] = {}
-    with engine.connect() as connection:
-        for corp_id, duration_ms in connection.execute(query, {"limit": LATENCY_SAMPLES}):
-            samples.setdefault(corp_id or default_corp or "", []).append(int(duration_ms))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(query, {"limit": LATENCY_SAMPLES}).all()
+    except SQLAlchemyError:
+        return {}  # no measured latency: the worst case is assumed
+    for corp_id, duration_ms in rows:
+        samples.setdefault(corp_id or default_corp or "", []).append(int(duration_ms))
     return {
         corp: sum(values) / len(values)
         for corp, values in samples.items()
         if len(values) >= LATENCY_MIN_SAMPLES
     }
-
-
-def _measured_or_none(engine: Engine, default_corp: str | None) -> dict[str, float]:
-    try:
-        return measured_latency_ms(engine, default_corp)
-    except SQLAlchemyError:
-        return {}  # no measured latency: assume the worst
 
 
 def check_concurrency(
@@ -265,9 +255,7 @@ def check_concurrency(
     )
     shape = f"{processes} process(es) x {threads} thread(s) = {have} thread(s)"
     if have >= needed:
-        return Result(
-            "concurrency", Status.OK, f"{shape}; the corps' quota needs {needed} ({basis})"
-        )
+        return Result("concurrency", Status.OK, f"{shape}; the quota needs {needed} ({basis})")
     per_process = math.ceil(needed / processes)
     return Result(
         "concurrency",
@@ -308,7 +296,7 @@ def run_checks(
         try:
             results.append(check_database(engine))
             if latency_ms is None:
-                measured = _measured_or_none(engine, settings.weiban_corp_id)
+                measured = measured_latency_ms(engine, settings.weiban_corp_id)
         finally:
             engine.dispose()
 

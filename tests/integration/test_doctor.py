@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from sqlalchemy import make_url
 
 from broadcaster.corps import QuotaLimits
 from broadcaster.doctor import threads_needed
@@ -152,6 +153,17 @@ def test_a_redis_password_is_not_printed(workdir: Path, healthy: dict[str, str])
     assert result.returncode == 1
     assert PG_PASSWORD not in result.stdout + result.stderr
     assert "user:***@127.0.0.1" in result.stdout
+
+
+@pytest.mark.postgres
+def test_a_migrated_postgres_is_ok(workdir: Path, healthy: dict[str, str], pg_url: str) -> None:
+    result = doctor(workdir, **{**healthy, "DATABASE_URL": pg_url})
+    assert result.returncode == 0, result.stdout + result.stderr
+    mark, detail = lines(result)["database"]
+    assert mark == "ok" and "reachable, schema at head" in detail
+    password = make_url(pg_url).password
+    if password:
+        assert str(password) not in result.stdout + result.stderr
 
 
 def test_an_unmigrated_database_is_named_with_the_fix(
