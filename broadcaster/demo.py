@@ -36,7 +36,7 @@ from rich.text import Text
 from sqlalchemy import text
 
 from broadcaster import migrate
-from broadcaster.db import make_engine
+from broadcaster.bootstrap import Bootstrap
 from broadcaster.logs import configure_logging
 from broadcaster.producer import schedule_many
 from broadcaster.redis_conn import start_embedded_redis, stop_embedded_redis
@@ -44,6 +44,7 @@ from broadcaster.report import percentile
 from broadcaster.sandbox import SandboxConfig, SandboxServer
 from broadcaster.sandbox.state import ERR_CONCURRENCY, ERR_FREQUENCY
 from broadcaster.settings import Settings, load_settings
+from broadcaster.status import PENDING_STATUSES, SETTLED_STATUSES, JobStatus
 from broadcaster.store import JobStore
 from broadcaster.timeutil import utcnow
 
@@ -93,8 +94,9 @@ def run_demo(console: Console, *, keep: bool) -> bool:
         redis_url = start_embedded_redis(workdir / ".broadcaster-demo" / "redis.db")
         cleanup.callback(stop_embedded_redis)
         settings = _demo_settings(workdir, database, redis_url, sandbox.url)
-        store = JobStore(make_engine(settings.database_url), default_corp="corp-a")
-        migrate.upgrade(store.engine)
+        boot = Bootstrap(settings)
+        migrate.upgrade(boot.engine)
+        store = boot.store
         console.print(
             f"[bold]broadcaster demo[/]: sandbox Weiban at {sandbox.url}, {PER_MINUTE} calls/min "
             f"and 4 in flight per corp (Weiban's real limits); its block window is scaled from "
@@ -203,10 +205,7 @@ def _watch(console: Console, store: JobStore, sandbox: SandboxServer, run: DemoR
                 run.block_injected_at = time.time()
             live.update(_progress_view(counts, sandbox, run))
             finished = sum(
-                n
-                for corp in counts.values()
-                for s, n in corp.items()
-                if s in ("sent", "failed", "unknown", "expired", "cancelled")
+                n for corp in counts.values() for s, n in corp.items() if s in SETTLED_STATUSES
             )
             if finished >= total:
                 break
@@ -234,7 +233,7 @@ def _progress_view(counts: dict[str, Counter[str]], sandbox: SandboxServer, run:
     now = time.time()
     for corp, (_secret, headroom, _a, _b) in CORPS.items():
         corp_counts = counts.get(corp, Counter())
-        waiting = sum(corp_counts[s] for s in ("scheduled", "queued", "sending"))
+        waiting = sum(corp_counts[s] for s in PENDING_STATUSES)
         recent = sum(
             1
             for m in sandbox.state.created_list()[-200:]
@@ -242,10 +241,10 @@ def _progress_view(counts: dict[str, Counter[str]], sandbox: SandboxServer, run:
         )
         table.add_row(
             corp,
-            str(corp_counts["sent"]),
+            str(corp_counts[JobStatus.SENT]),
             str(waiting),
-            str(corp_counts["failed"]),
-            str(corp_counts["unknown"]),
+            str(corp_counts[JobStatus.FAILED]),
+            str(corp_counts[JobStatus.UNKNOWN]),
             f"{recent / 3:.1f}",
             f"{PER_MINUTE * headroom / 60:.1f}",
         )
@@ -270,9 +269,9 @@ def _summarise(console: Console, store: JobStore, sandbox: SandboxServer, run: D
         allowed = PER_MINUTE * headroom / 60
         table.add_row(
             corp,
-            str(counts.get(corp, Counter())["sent"]),
-            str(counts.get(corp, Counter())["failed"]),
-            str(counts.get(corp, Counter())["unknown"]),
+            str(counts.get(corp, Counter())[JobStatus.SENT]),
+            str(counts.get(corp, Counter())[JobStatus.FAILED]),
+            str(counts.get(corp, Counter())[JobStatus.UNKNOWN]),
             f"{pace:.2f}/s of {allowed:.1f}/s allowed ({pace / allowed:.1%})",
         )
     console.print(table)
@@ -301,13 +300,13 @@ def _verdict(
     console: Console, store: JobStore, sandbox: SandboxServer, run: DemoRun, created: Counter[str]
 ) -> bool:
     problems = []
-    sent = sum(corp["sent"] for corp in _counts_by_corp(store).values())
+    sent = sum(corp[JobStatus.SENT] for corp in _counts_by_corp(store).values())
     if sent != len(run.names):
         problems.append(f"{sent} of {len(run.names)} good jobs sent")
     twice = [name for name, n in created.items() if n > 1]
     if twice:
         problems.append(f"{len(twice)} messages created twice")
-    if any(store.get(job_id).status != "failed" for job_id in run.bad_ids):
+    if any(store.get(job_id).status != JobStatus.FAILED for job_id in run.bad_ids):
         problems.append("a broken row did not end failed")
     errors = sandbox.state.stats()["errors"]
     if errors.get(str(ERR_CONCURRENCY)):
