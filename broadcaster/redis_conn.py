@@ -2,7 +2,7 @@
 
 The embedded server is a real redis-server on a unix socket. Its owner is the process that
 started it (`broadcaster run`, `demo`, or a lone `scheduler`/`worker`); child processes get
-its `unix://` URL through REDIS_URL, so they all share it.
+its `unix://` URL in the settings handed to them, so they all share it.
 """
 
 from __future__ import annotations
@@ -48,11 +48,10 @@ def stop_embedded_redis() -> None:
 def resolve_redis_url(settings: Settings) -> str:
     """The Redis URL to use, starting the embedded server when REDIS_URL is unset.
 
-    Also exports it as REDIS_URL so processes this one starts join the same server.
+    Processes this one starts get it explicitly (the worker supervisor hands its children
+    settings with this URL), never through this process's environment.
     """
-    url = settings.redis_url or start_embedded_redis(settings.embedded_redis_path)
-    os.environ["REDIS_URL"] = url
-    return url
+    return settings.redis_url or start_embedded_redis(settings.embedded_redis_path)
 
 
 def connect(url: str) -> redis.Redis:

@@ -50,9 +50,16 @@ def preflight(settings: Settings) -> None:
     CorpDirectory(settings)
 
 
-def worker_process_main(threads: int, prefetch: int, errors: SimpleQueue | None = None) -> None:
+def worker_process_main(
+    threads: int,
+    prefetch: int,
+    errors: SimpleQueue | None = None,
+    settings: Settings | None = None,
+) -> None:
     """Entry point of one worker process.
 
+    `settings` are the supervisor's, handed over explicitly (the Redis URL resolved, so
+    every process joins the same embedded server); without them, they are loaded here.
     A configuration error ends it with EXIT_CONFIG and its one-line message handed to the
     supervisor through `errors` (the supervisor prints it, once); another broadcaster
     error at start is logged in one line and ends it with 1 (the supervisor restarts it).
@@ -63,7 +70,7 @@ def worker_process_main(threads: int, prefetch: int, errors: SimpleQueue | None 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        settings = load_settings()
+        settings = settings or load_settings()
         configure_logging(settings.log_level, settings.log_format)
         app = build_worker_app(settings, threads=threads, prefetch=prefetch, stop=stop)
     except Stopped:
@@ -123,14 +130,17 @@ class Supervisor:
     def _spawn(self) -> BaseProcess:
         child = self._context.Process(
             target=self.target,
-            args=(self.threads, self.prefetch, self._errors),
+            args=(self.threads, self.prefetch, self._errors, self.settings),
             name="worker",
         )
         child.start()
         return child
 
     def start(self) -> None:
-        resolve_redis_url(self.settings)  # children inherit REDIS_URL
+        # Resolved once, here, and handed to the children with the rest of the settings,
+        # so they all join the same Redis (the embedded one when REDIS_URL is unset).
+        url = resolve_redis_url(self.settings)
+        self.settings = self.settings.model_copy(update={"redis_url": url})
         now = time.monotonic()
         self.slots = [
             _Slot(self._spawn(), now, self.restart_delay_s) for _ in range(self.processes)

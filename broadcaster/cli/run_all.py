@@ -47,7 +47,7 @@ def run_all(settings: Settings, *, processes: int, threads: int, prefetch: int) 
     watcher = threading.Thread(target=_watch, name="supervisor", daemon=True)
     watcher.start()
     try:
-        runner = build_runner(settings, stop)
+        runner = build_runner(supervisor.settings, stop)  # with the Redis the workers use
         if not stop.is_set():
             runner.run()
     except Stopped:

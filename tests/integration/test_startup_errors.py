@@ -142,18 +142,17 @@ def test_a_worker_process_stopped_by_its_configuration_stops_the_supervisor(
     assert rest[-1] == f"error: WEIBAN_CORPS_FILE {corps}: {BAD_JSON}\n"
 
 
-def exits_at_once(threads: int, prefetch: int, errors: Any) -> None:
+def exits_at_once(threads: int, prefetch: int, errors: Any, settings: Any) -> None:
     """A worker process that dies right after it starts, not for its configuration."""
     sys.exit(3)
 
 
-def stops_on_configuration(threads: int, prefetch: int, errors: Any) -> None:
+def stops_on_configuration(threads: int, prefetch: int, errors: Any, settings: Any) -> None:
     errors.put("WEIBAN_CORPS_FILE corps.json: cannot read it: Permission denied")
     sys.exit(EXIT_CONFIG)
 
 
 def supervising(target: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Supervisor:
-    monkeypatch.setenv("REDIS_URL", redis_url)  # start() exports it for the children
     settings = make_settings(redis_url=redis_url)
     supervisor = Supervisor(settings, processes=1, threads=1, target=target)
     supervisor.restart_delay_s, supervisor.max_restart_delay_s = 0.1, 0.4
