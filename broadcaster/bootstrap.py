@@ -57,8 +57,8 @@ class Bootstrap:
 
     @cached_property
     def redis_url(self) -> str:
-        """REDIS_URL, or the embedded server this process starts (and shares with the
-        processes it starts) when it is unset."""
+        """REDIS_URL, or the embedded server this process starts when it is unset (the
+        supervisor hands that URL to its worker processes in their settings)."""
         return resolve_redis_url(self.settings)
 
     @cached_property

@@ -17,7 +17,6 @@ ends with a summary, exiting 0 only when the run kept every promise:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import threading
@@ -115,7 +114,9 @@ def run_demo(console: Console, *, keep: bool) -> bool:
 
 
 def _demo_settings(workdir: Path, database: Path, redis_url: str, vendor_url: str) -> Settings:
-    """Settings through the environment, so the worker processes read the same."""
+    """The demo's own settings, passed as they are to the scheduler and to the worker
+    processes (the supervisor hands its settings over): the user's environment is not
+    written to."""
     corps_file = workdir / ".broadcaster-demo" / "corps.json"
     corps_file.write_text(
         json.dumps(
@@ -125,21 +126,19 @@ def _demo_settings(workdir: Path, database: Path, redis_url: str, vendor_url: st
             }
         )
     )
-    os.environ.update(
-        {
-            "DATABASE_URL": f"sqlite:///{database}",
-            "REDIS_URL": redis_url,
-            "WEIBAN_BASE_URL": vendor_url,
-            "WEIBAN_CORP_ID": "corp-a",
-            "WEIBAN_SECRET": CORPS["corp-a"][0],
-            "WEIBAN_CORPS_FILE": str(corps_file),
-            "WEIBAN_BLOCK_S": str(BLOCK_S),
-            "SCHEDULER_POLL_INTERVAL_S": "0.05",
-            "SCHEDULER_SWEEP_INTERVAL_S": "1",
-            "LOG_LEVEL": "ERROR",
-        }
+    return load_settings(
+        _env_file=None,
+        database_url=f"sqlite:///{database}",
+        redis_url=redis_url,
+        weiban_base_url=vendor_url,
+        weiban_corp_id="corp-a",
+        weiban_secret=CORPS["corp-a"][0],
+        weiban_corps_file=corps_file,
+        weiban_block_s=BLOCK_S,
+        scheduler_poll_interval_s=0.05,
+        scheduler_sweep_interval_s=1,
+        log_level="ERROR",
     )
-    return load_settings(_env_file=None)
 
 
 def _schedule_campaign(store: JobStore, run: DemoRun) -> None:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine
 
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.db import is_sqlite
@@ -63,7 +64,7 @@ class _WakeLatch:
 
 
 class SchedulerRunner:
-    def __init__(self, service: SchedulerService, *, listen_engine=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, service: SchedulerService, *, listen_engine: Engine | None = None) -> None:
         self.service = service
         self.stop = threading.Event()
         self.latch = _WakeLatch()

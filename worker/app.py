@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import dramatiq
 import structlog
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
@@ -28,10 +29,17 @@ log = structlog.get_logger("broadcaster.worker")
 class BindJobContext(Middleware):
     """Every log line of an actor run carries its job id (structlog contextvars)."""
 
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:  # type: ignore[type-arg, override]
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         structlog.contextvars.bind_contextvars(job_id=message.args[0] if message.args else None)
 
-    def after_process_message(self, broker, message, *, result=None, exception=None):  # type: ignore[no-untyped-def]
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: object = None,
+        exception: BaseException | None = None,
+    ) -> None:
         structlog.contextvars.clear_contextvars()
 
     after_skip_message = after_process_message
