@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 import structlog
 
 from broadcaster.corps import CorpDirectory
-from broadcaster.dispatch import Dispatcher, EnqueueFailed
-from broadcaster.quota import RedisQuota
+from broadcaster.dispatch import EnqueueFailed
+from broadcaster.ports import Dispatch, QuotaView, SchedulerStore
 from broadcaster.settings import Settings
-from broadcaster.store import ClaimedJob, JobStore
+from broadcaster.store import ClaimedJob
 from broadcaster.timeutil import utcnow
 from broadcaster.weiban import CREATE_API
 
@@ -35,7 +35,7 @@ class Admission:
         self,
         settings: Settings,
         corps: CorpDirectory | None = None,
-        quota: RedisQuota | None = None,
+        quota: QuotaView | None = None,
     ) -> None:
         self.horizon_s = settings.scheduler_admit_horizon_s
         self.corps = corps or CorpDirectory(settings)
@@ -66,8 +66,8 @@ class SchedulerService:
 
     def __init__(
         self,
-        store: JobStore,
-        dispatcher: Dispatcher,
+        store: SchedulerStore,
+        dispatcher: Dispatch,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
         admission: Admission | None = None,

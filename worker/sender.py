@@ -12,7 +12,6 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
 
 import redis
 import structlog
@@ -29,10 +28,11 @@ from broadcaster.errors import (
     VendorThrottled,
 )
 from broadcaster.logs import redact_text
-from broadcaster.quota import RedisQuota, Slot
+from broadcaster.ports import Quota, SendStore, Vendor
+from broadcaster.quota import Slot
 from broadcaster.settings import Settings
 from broadcaster.status import JobStatus, Outcome
-from broadcaster.store import JobStore, SendingJob
+from broadcaster.store import SendingJob
 from broadcaster.timeutil import utcnow
 from broadcaster.weiban import CREATE_API, call_budget_s
 
@@ -47,15 +47,11 @@ _EVENTS = {
 (or `job_failed` when the attempts ran out)."""
 
 
-class Vendor(Protocol):
-    def create_group_message(self, corp_id: str, body: str) -> None: ...
-
-
 class Sender:
     def __init__(
         self,
-        store: JobStore,
-        quota: RedisQuota,
+        store: SendStore,
+        quota: Quota,
         vendor: Vendor,
         settings: Settings,
         *,

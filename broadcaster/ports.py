@@ -1,0 +1,88 @@
+"""The narrow interfaces the scheduler and the worker depend on.
+
+`SchedulerService` and `Admission` need a `SchedulerStore`, a `Dispatch` and a
+`QuotaView`; `Sender` needs a `SendStore`, a `Quota` and a `Vendor`. Each has a real
+implementation (`JobStore` on SQLite or PostgreSQL, `RedisQuota`, `Dispatcher`,
+`WeibanClient`) and a fake for unit tests; one contract test suite per seam runs against
+every implementation, so a fake cannot drift from what it stands in for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from broadcaster.delivery import Decision
+    from broadcaster.quota import Slot
+    from broadcaster.store import ClaimResult, RecoveryResult, SendingJob
+
+
+class SchedulerStore(Protocol):
+    """What the scheduler asks of the job table."""
+
+    def claim_due(
+        self, now: datetime, limit: int, lease_s: float, *, skip_corps: Collection[str] = ()
+    ) -> ClaimResult: ...
+
+    def release(self, job_ids: Sequence[int], now: datetime) -> int: ...
+
+    def next_due_at(self) -> datetime | None: ...
+
+    def recover(self, now: datetime, queued_lease_s: float) -> RecoveryResult: ...
+
+    def queued_by_corp(self) -> dict[str, int]: ...
+
+
+class SendStore(Protocol):
+    """What a worker asks of the job table around one vendor call."""
+
+    default_corp: str | None
+
+    def peek(self, job_id: int) -> Any: ...
+
+    def start_sending(self, job_id: int, now: datetime, lease_s: float) -> SendingJob | None: ...
+
+    def requeue_later(self, job_id: int, now: datetime, delay_s: float) -> bool: ...
+
+    def finish(
+        self,
+        job: SendingJob,
+        decision: Decision,
+        now: datetime,
+        started_at: datetime,
+        duration_ms: int,
+    ) -> None: ...
+
+
+class QuotaView(Protocol):
+    """What admission reads of the quota: which corps the vendor has paused."""
+
+    def blocked_corps(self, api: str) -> set[str]: ...
+
+
+class Quota(QuotaView, Protocol):
+    """The vendor's quota for a worker: a slot per call, and the vendor's signals."""
+
+    def acquire(self, corp_id: str, api: str, *, max_wait_s: float) -> Slot: ...
+
+    def release(self, slot: Slot) -> None: ...
+
+    def on_blocked(self, corp_id: str, api: str) -> float: ...
+
+    def on_busy(self, corp_id: str, api: str) -> int: ...
+
+    def pause(self, corp_id: str, api: str, seconds: float) -> None: ...
+
+
+class Dispatch(Protocol):
+    """Hands job ids to the workers (the broker)."""
+
+    def enqueue(self, job_ids: Iterable[int]) -> list[int]: ...
+
+
+class Vendor(Protocol):
+    """The vendor's create call: returns on success, raises a `VendorError` otherwise."""
+
+    def create_group_message(self, corp_id: str, body: str) -> None: ...
