@@ -53,11 +53,19 @@ def hammer(quota: RedisQuota, calls: int, threads: int, hold_s: float) -> tuple[
 def test_calls_are_paced_evenly_at_the_per_minute_rate(redis_client: redis.Redis) -> None:
     quota = make_quota(redis_client, per_minute=3000, max_in_flight=4)
     starts, peak = hammer(quota, calls=200, threads=16, hold_s=0.01)
-    rate = (len(starts) - 1) / (starts[-1] - starts[0])
+    assert len(starts) == 200 and peak <= 4
+    # The moments each call was given, on Redis's clock: what the limiter decided, free of
+    # the thread wake-up jitter a loaded machine adds to when the callers saw them.
+    given = sorted(
+        score / 1000
+        for _member, score in redis_client.zrange(
+            quota._key("corp", "api", "log"), 0, -1, withscores=True
+        )
+    )
+    rate = (len(given) - 1) / (given[-1] - given[0])
     assert 0.97 * 50 <= rate <= 50.5, f"{rate:.2f}/s against 50/s allowed"
-    worst_second = max(sum(1 for t in starts if s <= t < s + 1) for s in starts)
-    assert worst_second <= 52, "no bursts: any one second holds about 50 calls"
-    assert peak <= 4
+    worst_second = max(sum(1 for t in given if s <= t < s + 1) for s in given)
+    assert worst_second <= 51, "no bursts: any one second holds about 50 calls"
 
 
 def test_in_flight_never_exceeds_the_cap(redis_client: redis.Redis) -> None:
