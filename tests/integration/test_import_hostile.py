@@ -46,7 +46,7 @@ every check of ours and still fails its insert, to prove only its own line is lo
 @pytest.fixture
 def copy_path(monkeypatch: pytest.MonkeyPatch, engine: Engine) -> bool:
     """Send batches of 3 rows or more through PostgreSQL's COPY path (normally 200)."""
-    monkeypatch.setattr("broadcaster.store.COPY_THRESHOLD", 3)
+    monkeypatch.setattr("broadcaster.store.insert.COPY_THRESHOLD", 3)
     return not is_sqlite(engine)
 
 
