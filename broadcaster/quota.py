@@ -38,7 +38,7 @@ and its receipt can move a call across a window edge; this keeps us on the safe 
 cost of 0.3% of the per-minute quota."""
 
 CAP_HOLD_MS = 30_000
-"""How long a 10052 keeps the in-flight cap lowered."""
+"""How long a 10052 keeps the in-flight cap lowered (by default: `cap_hold_s`)."""
 
 _PREFIX = "broadcaster:quota"
 
@@ -136,6 +136,47 @@ class Slot:
     waited_s: float
 
 
+def interval_ms(limits: QuotaLimits) -> float:
+    """The even spacing at the per-minute rate, so that window (with its margin) never
+    binds. The hour is a hard cap in the log only: where it is the tighter limit, a
+    backlog runs at the minute's pace until the hour's count is used, then at the pace
+    the hour's window frees calls, which the vendor allows and wastes nothing."""
+    return (60_000 + WINDOW_MARGIN_MS) / limits.usable_per_minute
+
+
+def wait_for_slot(
+    reserve: Callable[[], tuple[str, float]],
+    take_slot: Callable[[], tuple[str, float]],
+    *,
+    max_wait_s: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> float:
+    """How `acquire` waits, whatever keeps the state: `reserve` the next paced moment
+    (`slot`: due now and in-flight slot taken; `ok`: sleep this many ms, then take one;
+    `wait`/`blocked`: refused for this many ms), then poll `take_slot` (`ok`, `busy`,
+    `blocked`) with a growing pause until `max_wait_s`. Returns the seconds waited."""
+    started = clock()
+    status, value_ms = reserve()
+    if status == "slot":
+        return clock() - started
+    if status != "ok":
+        raise QuotaWait(value_ms / 1000, blocked=status == "blocked")
+    sleep(value_ms / 1000)
+    deadline = started + max_wait_s
+    pause = 0.002
+    while True:
+        status, value_ms = take_slot()
+        if status == "ok":
+            return clock() - started
+        if status == "blocked":
+            raise QuotaWait(value_ms / 1000, blocked=True)
+        if clock() + pause > deadline:
+            raise QuotaWait(0.5)
+        sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 class RedisQuota:
     def __init__(
         self,
@@ -145,6 +186,7 @@ class RedisQuota:
         slot_lease_s: float,
         block_s: float = 60.0,
         block_max_s: float = 3600.0,
+        cap_hold_s: float = CAP_HOLD_MS / 1000,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
@@ -152,6 +194,7 @@ class RedisQuota:
         self.slot_lease_ms = int(slot_lease_s * 1000)
         self.block_ms = block_s * 1000
         self.block_max_ms = block_max_s * 1000
+        self.cap_hold_ms = int(cap_hold_s * 1000)
         self.sleep = sleep
         self._reserve = client.register_script(_RESERVE)
         self._take_slot = client.register_script(_TAKE_SLOT)
@@ -162,14 +205,6 @@ class RedisQuota:
     @staticmethod
     def _key(corp_id: str, api: str, what: str) -> str:
         return f"{_PREFIX}:{{{corp_id}:{api}}}:{what}"
-
-    @staticmethod
-    def interval_ms(limits: QuotaLimits) -> float:
-        """The even spacing at the per-minute rate, so that window (with its margin) never
-        binds. The hour is a hard cap in the log only: where it is the tighter limit, a
-        backlog runs at the minute's pace until the hour's count is used, then at the pace
-        the hour's window frees calls, which the vendor allows and wastes nothing."""
-        return (60_000 + WINDOW_MARGIN_MS) / limits.usable_per_minute
 
     @contextmanager
     def slot(self, corp_id: str, api: str, *, max_wait_s: float) -> Iterator[Slot]:
@@ -185,58 +220,48 @@ class RedisQuota:
         Raises `QuotaWait` instead of waiting longer than `max_wait_s`."""
         limits = self.limits_for(corp_id)
         member = uuid.uuid4().hex
-        started = time.monotonic()
         key = self._key
-        status, value = self._reserve(
-            keys=[
-                key(corp_id, api, "log"),
-                key(corp_id, api, "tat"),
-                key(corp_id, api, "block"),
-                key(corp_id, api, "inflight"),
-                key(corp_id, api, "cap"),
-            ],
-            args=[
-                0,
-                limits.usable_per_minute,
-                limits.usable_per_hour,
-                self.interval_ms(limits),
-                max_wait_s * 1000,
-                member,
-                WINDOW_MARGIN_MS,
-                self.slot_lease_ms,
-                limits.max_in_flight,
-            ],
-        )
-        if status == b"slot":
-            return Slot(corp_id, api, member, time.monotonic() - started)
-        if status != b"ok":
-            raise QuotaWait(float(value) / 1000, blocked=status == b"blocked")
-        self.sleep(float(value) / 1000)
-        self._take_in_flight(corp_id, api, member, limits, started + max_wait_s)
-        return Slot(corp_id, api, member, time.monotonic() - started)
+        in_flight_keys = [
+            key(corp_id, api, "inflight"),
+            key(corp_id, api, "cap"),
+            key(corp_id, api, "block"),
+        ]
 
-    def _take_in_flight(
-        self, corp_id: str, api: str, member: str, limits: QuotaLimits, deadline: float
-    ) -> None:
-        key = self._key
-        pause = 0.002
-        while True:
-            status, value = self._take_slot(
-                keys=[
-                    key(corp_id, api, "inflight"),
-                    key(corp_id, api, "cap"),
-                    key(corp_id, api, "block"),
-                ],
-                args=[member, self.slot_lease_ms, limits.max_in_flight],
+        def reserve() -> tuple[str, float]:
+            return _verdict(
+                self._reserve(
+                    keys=[
+                        key(corp_id, api, "log"),
+                        key(corp_id, api, "tat"),
+                        key(corp_id, api, "block"),
+                        key(corp_id, api, "inflight"),
+                        key(corp_id, api, "cap"),
+                    ],
+                    args=[
+                        0,
+                        limits.usable_per_minute,
+                        limits.usable_per_hour,
+                        interval_ms(limits),
+                        max_wait_s * 1000,
+                        member,
+                        WINDOW_MARGIN_MS,
+                        self.slot_lease_ms,
+                        limits.max_in_flight,
+                    ],
+                )
             )
-            if status == b"ok":
-                return
-            if status == b"blocked":
-                raise QuotaWait(float(value) / 1000, blocked=True)
-            if time.monotonic() + pause > deadline:
-                raise QuotaWait(0.5)
-            self.sleep(pause)
-            pause = min(pause * 2, 0.05)
+
+        def take_slot() -> tuple[str, float]:
+            return _verdict(
+                self._take_slot(
+                    keys=in_flight_keys, args=[member, self.slot_lease_ms, limits.max_in_flight]
+                )
+            )
+
+        waited_s = wait_for_slot(
+            reserve, take_slot, max_wait_s=max_wait_s, clock=time.monotonic, sleep=self.sleep
+        )
+        return Slot(corp_id, api, member, waited_s)
 
     def release(self, slot: Slot) -> None:
         self.client.zrem(self._key(slot.corp_id, slot.api, "inflight"), slot.member)
@@ -275,7 +300,7 @@ class RedisQuota:
         limits = self.limits_for(corp_id)
         return int(
             self._lower_cap(
-                keys=[self._key(corp_id, api, "cap")], args=[limits.max_in_flight, CAP_HOLD_MS]
+                keys=[self._key(corp_id, api, "cap")], args=[limits.max_in_flight, self.cap_hold_ms]
             )
         )
 
@@ -295,6 +320,12 @@ class RedisQuota:
         return int(
             self.client.zcount(self._key(corp_id, api, "log"), now_ms - seconds * 1000, now_ms)
         )
+
+
+def _verdict(reply: Any) -> tuple[str, float]:
+    """A script's `{status, milliseconds}` reply."""
+    status, value = reply
+    return _text(status), float(value)
 
 
 def _text(value: Any) -> str:
