@@ -1,0 +1,42 @@
+"""The Weiban OpenAPI client: the token, the create call, and what each outcome means.
+
+constants   the vendor's paths and codes, and the limits we hold its answers to
+answers     an answer (HTTP status, body, errcode) sorted into success or one error
+tokens      access tokens shared by every process through Redis, sealed
+client      WeibanClient: each call bounded by one deadline (see broadcaster/deadline.py)
+"""
+
+from broadcaster.weiban.answers import (
+    Answer,
+    Reply,
+    classify_errcode,
+    classify_transport,
+    read_reply,
+    retry_after_s,
+)
+from broadcaster.weiban.client import (
+    WeibanClient,
+    call_budget_s,
+    environment_proxy,
+    slot_lease_s,
+)
+from broadcaster.weiban.constants import CREATE_API, CREATE_PATH, TOKEN_PATH
+from broadcaster.weiban.tokens import TokenCache, TokenSeal
+
+__all__ = [
+    "CREATE_API",
+    "CREATE_PATH",
+    "TOKEN_PATH",
+    "Answer",
+    "Reply",
+    "TokenCache",
+    "TokenSeal",
+    "WeibanClient",
+    "call_budget_s",
+    "classify_errcode",
+    "classify_transport",
+    "environment_proxy",
+    "read_reply",
+    "retry_after_s",
+    "slot_lease_s",
+]
