@@ -3,7 +3,7 @@
 The flow, and the module that holds each step:
 
     producers (producer.py, importer.py, plain SQL)
-        -> broadcast_jobs table (schema.py, store.py)
+        -> broadcast_jobs table (schema.py, store/, screening.py for odd rows)
         -> scheduler (scheduler/: claims due rows, enqueues ids via dispatch.py)
         -> Dramatiq actors (worker/)
         -> Weiban OpenAPI

@@ -7,7 +7,8 @@ times Python cannot hold (`infinity`, BC, years past 9999). Reading such a row a
 declared type raised in the middle of a claim: the TypeError or ValueError stalled the
 whole batch (left `queued` until its lease ran out) or every claim after it.
 
-So the claim reads every column it judges in a form that cannot fail to load (on SQLite
+So the claim reads every column it judges in a form that cannot fail to load
+(`store/loading.py`) (on SQLite
 the storage class and the raw bytes; on PostgreSQL times as text), and `judge` decides
 per row: sent on, `expired`, or `failed` with a reason that names each bad column. A row
 that passes has what the worker relies on: a non-empty text corp, a valid payload,
@@ -21,12 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import LargeBinary, String, Text, case, cast, func
-from sqlalchemy.sql.elements import ColumnElement
-
 from broadcaster.errors import BroadcasterError
 from broadcaster.payload import parse_payload
-from broadcaster.schema import jobs
 
 TEXT_COLUMNS = ("corp_id", "payload", "dedupe_key", "campaign")
 INTEGER_COLUMNS = ("priority", "max_attempts", "attempts")
@@ -40,41 +37,8 @@ TIME_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?")
 SHOWN_CHARS = 60
 
 
-def judged_columns(dialect: str) -> list[ColumnElement[Any]]:
-    """What the claim's RETURNING reads: loading none of these can raise.
-
-    SQLite: each column's storage class (`typeof`) and its bytes (`CAST … AS BLOB`, so
-    text that is not UTF-8 does not fail the fetch). PostgreSQL: its own types hold,
-    except times outside Python's range, which come as text (`to_char`, independent of
-    DateStyle; an infinite time as its name)."""
-    columns: list[ColumnElement[Any]] = [jobs.c.id]
-    for name in JUDGED_COLUMNS:
-        column = jobs.c[name]
-        if dialect == "sqlite":
-            columns.append(func.typeof(column, type_=String).label(f"{name}__type"))
-            columns.append(cast(column, LargeBinary).label(f"{name}__raw"))
-        elif name in TIME_COLUMNS:
-            columns.append(loadable_time(column, dialect).label(name))
-        else:
-            columns.append(column.label(name))
-    return columns
-
-
-def loadable_time(expression: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
-    """A time as bytes (SQLite) or text (PostgreSQL), for `read_time`."""
-    if dialect == "sqlite":
-        return cast(expression, LargeBinary)
-    return case(
-        (
-            func.isfinite(expression),
-            func.to_char(expression, "YYYY-MM-DD HH24:MI:SS.US AD", type_=Text),
-        ),
-        else_=cast(expression, Text),
-    )
-
-
 def read_time(value: str | bytes | None) -> datetime | None:
-    """A `loadable_time` value as a naive UTC datetime; None if NULL or not a time
+    """A `store.loading.loadable_time` value as a naive UTC datetime; None if NULL or not a time
     Python can hold."""
     if value is None:
         return None

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, func, select, update
 
 from broadcaster.schema import due_at, jobs
-from broadcaster.screening import judge, judged_columns, loadable_time, read_time
+from broadcaster.screening import judge, read_time
 from broadcaster.status import JobStatus
 from broadcaster.store.base import (
     ClaimedJob,
@@ -21,6 +21,7 @@ from broadcaster.store.base import (
     move_jobs,
     storable_text,
 )
+from broadcaster.store.loading import judged_columns, loadable_time
 
 
 class ClaimStore(StoreBase):

@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy import Row, func, select
 
 from broadcaster.schema import attempts, due_at, jobs
-from broadcaster.screening import loadable_time, read_time
+from broadcaster.screening import read_time
 from broadcaster.status import JobStatus, Outcome
 from broadcaster.store.base import StoreBase
+from broadcaster.store.loading import loadable_time
 
 
 class ReportStore(StoreBase):
