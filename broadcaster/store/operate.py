@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, select
+from sqlalchemy import ColumnElement, Connection, Row, and_, func, select
 
 from broadcaster.errors import JobNotFound, StateConflict
 from broadcaster.schema import attempts, jobs
@@ -103,15 +103,7 @@ class OperatorStore(StoreBase):
     def cancel(self, job_id: int, now: datetime) -> None:
         """Cancel one job. A job already `sending` (or finished) cannot be, and says why."""
         with self._begin() as connection:
-            done = connection.execute(
-                move_jobs(
-                    now,
-                    jobs.c.id == job_id,
-                    jobs.c.status.in_(list(CANCELLABLE_STATUSES)),
-                    status=JobStatus.CANCELLED,
-                )
-            ).rowcount
-            if done:
+            if _cancel(connection, now, jobs.c.id == job_id):
                 return
             status = connection.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
         if status is None:
@@ -126,17 +118,18 @@ class OperatorStore(StoreBase):
     def cancel_campaign(self, campaign: str, now: datetime) -> tuple[int, int]:
         """Cancel every cancellable job of a campaign; returns (cancelled, left sending)."""
         with self._begin() as connection:
-            cancelled = connection.execute(
-                move_jobs(
-                    now,
-                    jobs.c.campaign == campaign,
-                    jobs.c.status.in_(list(CANCELLABLE_STATUSES)),
-                    status=JobStatus.CANCELLED,
-                )
-            ).rowcount
+            cancelled = _cancel(connection, now, jobs.c.campaign == campaign)
             sending = connection.execute(
                 select(func.count()).where(
                     and_(jobs.c.campaign == campaign, jobs.c.status == JobStatus.SENDING)
                 )
             ).scalar_one()
         return cancelled, sending
+
+
+def _cancel(connection: Connection, now: datetime, where: ColumnElement[bool]) -> int:
+    """Cancel the cancellable jobs matching `where`; returns how many."""
+    statement = move_jobs(
+        now, where, jobs.c.status.in_(list(CANCELLABLE_STATUSES)), status=JobStatus.CANCELLED
+    )
+    return connection.execute(statement).rowcount
