@@ -15,22 +15,6 @@ from scheduler.service import Admission
 from tests.conftest import make_settings
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 @pytest.fixture
 def corps(tmp_path: Path) -> CorpDirectory:
     """corp-default: 600/min (10/s); corp-fast: 6000/min (100/s); corp-slow: 12/min
@@ -46,9 +30,15 @@ def corps(tmp_path: Path) -> CorpDirectory:
 
 
 @pytest.fixture
-def quota(corps: CorpDirectory, clock: FakeClock) -> InMemoryQuota:
+def quota(corps: CorpDirectory) -> InMemoryQuota:
+    """On a fake clock: `quota.sleep(s)` is time passing."""
+    now = [1_000.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
     return InMemoryQuota(
-        corps.limits, slot_lease_s=15, block_s=60, clock=clock.now, sleep=clock.sleep
+        corps.limits, slot_lease_s=15, block_s=60, clock=lambda: now[0], sleep=sleep
     )
 
 
@@ -85,7 +75,7 @@ def test_a_corp_at_its_cap_is_closed_and_one_below_is_open(
 
 
 def test_a_blocked_corp_is_closed_until_its_block_ends(
-    corps: CorpDirectory, quota: InMemoryQuota, clock: FakeClock
+    corps: CorpDirectory, quota: InMemoryQuota
 ) -> None:
     admit = admission(corps, quota, horizon_s=20)
     assert quota.on_blocked("corp-fast", CREATE_API) == 60
@@ -93,17 +83,15 @@ def test_a_blocked_corp_is_closed_until_its_block_ends(
     assert admit.closed_corps({"corp-fast": 0, "corp-slow": 0}) == {"corp-fast"}
     assert admit.closed_corps({}) == {"corp-fast"}, "closed whether or not it has jobs queued"
     assert admit.closed_corps({"corp-default": 200}) == {"corp-fast", "corp-default"}
-    clock.sleep(60.001)
+    quota.sleep(60.001)
     assert admit.closed_corps({"corp-fast": 0, "corp-default": 199}) == set()
 
 
-def test_a_paused_corp_is_closed_too(
-    corps: CorpDirectory, quota: InMemoryQuota, clock: FakeClock
-) -> None:
+def test_a_paused_corp_is_closed_too(corps: CorpDirectory, quota: InMemoryQuota) -> None:
     admit = admission(corps, quota, horizon_s=20)
     quota.pause("corp-default", CREATE_API, 5)
     assert admit.closed_corps({"corp-default": 0}) == {"corp-default"}
-    clock.sleep(5.001)
+    quota.sleep(5.001)
     assert admit.closed_corps({"corp-default": 0}) == set()
 
 
