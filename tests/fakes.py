@@ -12,7 +12,7 @@ import json
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broadcaster.delivery import Decision
 from broadcaster.dispatch import EnqueueFailed
@@ -296,11 +296,13 @@ def _lapsed(job: FakeJob, now: datetime) -> bool:
 
 class FakeDispatch:
     """The broker: records the ids enqueued, batch by batch. Set `fail` to a message to
-    make every enqueue raise `EnqueueFailed` (none of the batch counts as enqueued)."""
+    make enqueues raise `EnqueueFailed` (none of the batch counts as enqueued), every one
+    after the first `fail_after` batches that went out."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fail: str | None = None, fail_after: int = 0) -> None:
         self.batches: list[list[int]] = []
-        self.fail: str | None = None
+        self.fail = fail
+        self.fail_after = fail_after
 
     @property
     def enqueued(self) -> list[int]:
@@ -308,7 +310,7 @@ class FakeDispatch:
 
     def enqueue(self, job_ids: Iterable[int]) -> list[int]:
         ids = list(job_ids)
-        if self.fail is not None:
+        if self.fail is not None and len(self.batches) >= self.fail_after:
             raise EnqueueFailed(self.fail)
         if ids:
             self.batches.append(ids)
@@ -329,3 +331,12 @@ class FakeVendor:
         outcome = self.script.pop(0) if self.script else None
         if outcome is not None:
             raise outcome
+
+
+if TYPE_CHECKING:  # mypy checks the fakes fit the ports they stand in for
+    from broadcaster.ports import Dispatch, SchedulerStore, SendStore, Vendor
+
+    _scheduler_store: SchedulerStore = FakeJobStore()
+    _send_store: SendStore = FakeJobStore()
+    _dispatch: Dispatch = FakeDispatch()
+    _vendor: Vendor = FakeVendor()

@@ -94,6 +94,19 @@ class StoreContract:
         assert job.status == JobStatus.EXPIRED and job.lease_until is None
         assert "expires_at" in job.last_error
 
+    def test_a_row_without_a_corp_fails_at_claim_when_there_is_no_default(
+        self, store: Store
+    ) -> None:
+        store.default_corp = None
+        job_id = seed(store)
+        result = store.claim_due(NOW, 10, LEASE_S)
+        assert (result.claimed, result.expired) == ([], [])
+        [(failed_id, reason)] = result.failed
+        assert failed_id == job_id and "corp_id" in reason
+        job = store.get(job_id)
+        assert (job.status, job.lease_until) == (JobStatus.FAILED, None)
+        assert job.last_error == reason
+
     def test_release_hands_only_queued_rows_back(self, store: Store) -> None:
         ids = [seed(store, corp_id="corp-a") for _ in range(3)]
         store.claim_due(NOW, 2, LEASE_S)
@@ -156,6 +169,7 @@ class StoreContract:
     def test_peek_reads_status_and_corp(self, store: Store) -> None:
         job_id = seed(store, corp_id="corp-a")
         seen = store.peek(job_id)
+        assert seen is not None
         assert (seen.status, seen.corp_id) == (JobStatus.SCHEDULED, "corp-a")
         assert store.peek(999_999) is None
 
