@@ -18,9 +18,9 @@ import redis
 from sqlalchemy import Engine, text
 
 from bench.common import fresh_database, redis_url, table
+from broadcaster.broker.dispatch import Dispatcher, make_broker
 from broadcaster.db import make_engine
-from broadcaster.dispatch import Dispatcher, make_broker
-from broadcaster.store import JobStore
+from broadcaster.jobs.store import JobStore
 
 PAYLOAD = (
     '{"name":"b","staff_ext_id_list":["s"],"group_ext_id_list":["g"],'

@@ -18,8 +18,8 @@ from sqlalchemy import make_url, text
 
 from broadcaster import migrate
 from broadcaster.db import make_engine
-from broadcaster.devservices import find_postgres, find_redis
-from broadcaster.sandbox import SandboxServer
+from broadcaster.ops.devservices import find_postgres, find_redis
+from broadcaster.vendor.sandbox import SandboxServer
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"

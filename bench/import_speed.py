@@ -17,8 +17,8 @@ from pathlib import Path
 
 from bench.common import fresh_database, median, table
 from broadcaster.db import make_engine
-from broadcaster.importer import import_file
-from broadcaster.store import JobStore
+from broadcaster.jobs.store import JobStore
+from broadcaster.produce.importer import import_file
 
 BODY = {
     "name": "backfill",

@@ -20,8 +20,8 @@ from bench.common import fresh_database, redis_url, service, service_env, stop, 
 from bench.quota import BODY
 from broadcaster import schedule_many
 from broadcaster.db import make_engine
-from broadcaster.sandbox import SandboxConfig, SandboxServer
-from broadcaster.store import JobStore
+from broadcaster.jobs.store import JobStore
+from broadcaster.vendor.sandbox import SandboxConfig, SandboxServer
 
 
 def cpu_seconds(pid: int) -> float:

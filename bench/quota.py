@@ -36,8 +36,8 @@ from bench.common import (
 )
 from broadcaster import schedule_many
 from broadcaster.db import make_engine
-from broadcaster.sandbox import SandboxConfig, SandboxServer
-from broadcaster.store import JobStore
+from broadcaster.jobs.store import JobStore
+from broadcaster.vendor.sandbox import SandboxConfig, SandboxServer
 
 PER_MINUTE, IN_FLIGHT, LATENCY_MS = 3000, 4, 20
 ALLOWED = min(PER_MINUTE / 60, IN_FLIGHT / (LATENCY_MS / 1000))

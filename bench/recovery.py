@@ -26,7 +26,7 @@ from bench.common import (
 from bench.quota import ALLOWED, BODY, PER_MINUTE, vendor
 from broadcaster import schedule_many
 from broadcaster.db import make_engine
-from broadcaster.store import JobStore
+from broadcaster.jobs.store import JobStore
 
 
 def recovered_after(times: list[float], block_end: float) -> float | None:

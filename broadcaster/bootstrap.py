@@ -23,12 +23,12 @@ from sqlalchemy import Engine
 
 from broadcaster.corps import CorpDirectory
 from broadcaster.db import make_engine
-from broadcaster.quota import RedisQuota
-from broadcaster.readiness import check_schema, wait_for
+from broadcaster.jobs.store import JobStore
+from broadcaster.ops.readiness import check_schema, wait_for
+from broadcaster.quota.limiter import RedisQuota
 from broadcaster.redis_conn import connect, resolve_redis_url
 from broadcaster.settings import Settings
-from broadcaster.store import JobStore
-from broadcaster.weiban import WeibanClient, slot_lease_s
+from broadcaster.vendor import WeibanClient, slot_lease_s
 
 T = TypeVar("T")
 

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from broadcaster.delivery import Decision
-    from broadcaster.quota import Slot
-    from broadcaster.store import ClaimResult, RecoveryResult, SendingJob
+    from broadcaster.jobs.policy import Decision
+    from broadcaster.jobs.store import ClaimResult, RecoveryResult, SendingJob
+    from broadcaster.quota.limiter import Slot
 
 
 class SchedulerStore(Protocol):

@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from broadcaster.db import make_engine
-from broadcaster.schema import metadata
+from broadcaster.jobs.tables import metadata
 from broadcaster.settings import load_settings
 
 

@@ -23,10 +23,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
 from broadcaster.bootstrap import Bootstrap
+from broadcaster.broker.dispatch import Dispatcher, make_broker
 from broadcaster.db import is_sqlite
-from broadcaster.dispatch import Dispatcher, make_broker
 from broadcaster.errors import BroadcasterError
-from broadcaster.readiness import Stopped
+from broadcaster.ops.readiness import Stopped
 from broadcaster.redis_conn import stop_embedded_redis
 from broadcaster.settings import Settings
 from broadcaster.timeutil import utcnow

@@ -11,13 +11,13 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from broadcaster.broker.dispatch import EnqueueFailed
 from broadcaster.corps import CorpDirectory
-from broadcaster.dispatch import EnqueueFailed
+from broadcaster.jobs.store import ClaimedJob
 from broadcaster.ports import Dispatch, QuotaView, SchedulerStore
 from broadcaster.settings import Settings
-from broadcaster.store import ClaimedJob
 from broadcaster.timeutil import utcnow
-from broadcaster.weiban import CREATE_API
+from broadcaster.vendor import CREATE_API
 
 log = structlog.get_logger("broadcaster.scheduler")
 

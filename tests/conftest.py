@@ -15,9 +15,9 @@ from sqlalchemy import Engine, make_url, text
 
 from broadcaster import migrate
 from broadcaster.db import make_engine
-from broadcaster.devservices import Found, find_postgres, find_redis
+from broadcaster.jobs.store import JobStore
+from broadcaster.ops.devservices import Found, find_postgres, find_redis
 from broadcaster.settings import Settings
-from broadcaster.store import JobStore
 
 PG_DB = os.environ.get("BROADCASTER_TEST_PG_DB", "broadcaster_test")
 REDIS_DB = os.environ.get("BROADCASTER_TEST_REDIS_DB", "9")
@@ -147,7 +147,7 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def sandbox() -> Iterator[Any]:
     """The sandbox vendor on a free loopback port, real HTTP, Weiban's default quota."""
-    from broadcaster.sandbox import SandboxConfig, SandboxServer
+    from broadcaster.vendor.sandbox import SandboxConfig, SandboxServer
 
     server = SandboxServer(SandboxConfig(latency_ms=5)).start()
     yield server

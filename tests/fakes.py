@@ -14,11 +14,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from broadcaster.delivery import Decision
-from broadcaster.dispatch import EnqueueFailed
+from broadcaster.broker.dispatch import EnqueueFailed
 from broadcaster.errors import JobNotFound
-from broadcaster.status import CERTAIN_OUTCOMES, JobStatus
-from broadcaster.store import ClaimedJob, ClaimResult, RecoveryResult, SendingJob
+from broadcaster.jobs.policy import Decision
+from broadcaster.jobs.states import CERTAIN_OUTCOMES, JobStatus
+from broadcaster.jobs.store import ClaimedJob, ClaimResult, RecoveryResult, SendingJob
 
 EXPIRED_REASON = "expires_at passed before it could be sent"
 LOST_CALL_REASON = (

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import redis
 from dramatiq import Message
 
-from broadcaster.messages import ACTOR_NAME, QUEUE_NAME
+from broadcaster.broker.messages import ACTOR_NAME, QUEUE_NAME
 
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 
 Built explicitly from settings (no broker chosen at import time), so a test, `worker` and
 `run` all wire it the same way. The actor is registered under the name and queue the
-scheduler enqueues to (`broadcaster.messages`).
+scheduler enqueues to (`broadcaster.broker.messages`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
 from broadcaster.bootstrap import Bootstrap
+from broadcaster.broker.messages import ACTOR_NAME, QUEUE_NAME
 from broadcaster.errors import BroadcasterError
-from broadcaster.messages import ACTOR_NAME, QUEUE_NAME
 from broadcaster.settings import Settings
-from broadcaster.weiban import WeibanClient
+from broadcaster.vendor import WeibanClient
 from worker.sender import Sender
 
 log = structlog.get_logger("broadcaster.worker")

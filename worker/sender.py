@@ -16,8 +16,6 @@ from datetime import datetime
 import redis
 import structlog
 
-from broadcaster.deadline import deadline_scope
-from broadcaster.delivery import Decision, backoff_s, decide
 from broadcaster.errors import (
     JobStoreError,
     OutcomeUnknown,
@@ -27,14 +25,16 @@ from broadcaster.errors import (
     VendorError,
     VendorThrottled,
 )
+from broadcaster.jobs.policy import Decision, backoff_s, decide
+from broadcaster.jobs.states import JobStatus, Outcome
+from broadcaster.jobs.store import SendingJob
 from broadcaster.logs import redact_text
 from broadcaster.ports import Quota, SendStore, Vendor
-from broadcaster.quota import Slot
+from broadcaster.quota.limiter import Slot
 from broadcaster.settings import Settings
-from broadcaster.status import JobStatus, Outcome
-from broadcaster.store import SendingJob
 from broadcaster.timeutil import utcnow
-from broadcaster.weiban import CREATE_API, call_budget_s
+from broadcaster.vendor import CREATE_API, call_budget_s
+from broadcaster.vendor.deadline import deadline_scope
 
 log = structlog.get_logger("broadcaster.worker")
 

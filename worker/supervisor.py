@@ -29,7 +29,7 @@ import structlog
 from broadcaster.corps import CorpDirectory
 from broadcaster.errors import BroadcasterError, SettingsError
 from broadcaster.logs import configure_logging
-from broadcaster.readiness import Stopped
+from broadcaster.ops.readiness import Stopped
 from broadcaster.redis_conn import resolve_redis_url, stop_embedded_redis
 from broadcaster.settings import Settings, load_settings
 

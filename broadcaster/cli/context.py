@@ -11,9 +11,9 @@ from sqlalchemy import Engine
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.corps import CorpDirectory
 from broadcaster.errors import SettingsError
+from broadcaster.jobs.store import JobStore
 from broadcaster.logs import configure_logging, register_secret
 from broadcaster.settings import Settings, load_settings
-from broadcaster.store import JobStore
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """`broadcaster doctor`: one line per check of the setup; the checks live in
-`broadcaster.doctor`, this only prints them. Exit 0 when nothing failed (warnings
+`broadcaster.ops.doctor`, this only prints them. Exit 0 when nothing failed (warnings
 included), 1 when a check failed."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from broadcaster.cli.context import CliContext
 from broadcaster.cli.options import LATENCY_MS, float_range
 from broadcaster.cli.render import literal, print_json
 from broadcaster.cli.services import PROCESSES, THREADS
-from broadcaster.doctor import Result, Status, exit_code, run_checks
 from broadcaster.logs import configure_logging
+from broadcaster.ops.doctor import Result, Status, exit_code, run_checks
 from broadcaster.settings import Settings
 
 STYLES = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red", Status.SKIP: "dim"}

@@ -12,7 +12,7 @@ from broadcaster.cli.context import CliContext
 from broadcaster.cli.options import JOB_ID, LIMIT, int_range
 from broadcaster.cli.render import literal, plain, print_json
 from broadcaster.errors import InvalidJob
-from broadcaster.status import JobStatus
+from broadcaster.jobs.states import JobStatus
 from broadcaster.timeutil import utcnow
 
 app = typer.Typer(

@@ -2,7 +2,7 @@
 
 A value outside them is a usage error naming the option and the allowed range, before
 anything reaches the database (where it would be an OverflowError traceback on SQLite and
-a `NumericValueOutOfRange` on PostgreSQL). Ranges follow `broadcaster/schema.py`: ids are
+a `NumericValueOutOfRange` on PostgreSQL). Ranges follow `broadcaster/jobs/tables.py`: ids are
 BIGINT (INTEGER, 64-bit, on SQLite), `priority` and `max_attempts` are INTEGER (32-bit on
 PostgreSQL, so the portable range).
 """
@@ -21,7 +21,7 @@ INT_MAX = 2**31 - 1
 JOB_ID = (1, BIGINT_MAX)
 LIMIT = (1, BIGINT_MAX)
 PRIORITY = (INT_MIN, INT_MAX)
-MAX_ATTEMPTS = (1, 100)  # the producer's own cap (broadcaster.producer.JobRequest)
+MAX_ATTEMPTS = (1, 100)  # the producer's own cap (broadcaster.produce.api.JobRequest)
 BATCH_SIZE = (1, 1_000_000)
 SHOW_REJECTED = (0, BIGINT_MAX)
 WATCH_S = (0.1, 86_400.0)

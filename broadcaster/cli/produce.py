@@ -15,8 +15,8 @@ from broadcaster.cli.context import CliContext
 from broadcaster.cli.options import BATCH_SIZE, MAX_ATTEMPTS, PRIORITY, SHOW_REJECTED, int_range
 from broadcaster.cli.render import literal
 from broadcaster.errors import InvalidJob, InvalidPayload
-from broadcaster.importer import count_lines, import_file
-from broadcaster.producer import schedule_many
+from broadcaster.produce.api import schedule_many
+from broadcaster.produce.importer import count_lines, import_file
 from broadcaster.timeutil import parse_user_time, utcnow
 
 TZ_HELP = "Zone for times written without an offset (default: DEFAULT_TZ, Asia/Shanghai)."

@@ -11,7 +11,7 @@ import signal
 import threading
 
 from broadcaster.errors import SettingsError
-from broadcaster.readiness import Stopped
+from broadcaster.ops.readiness import Stopped
 from broadcaster.redis_conn import stop_embedded_redis
 from broadcaster.settings import Settings
 from scheduler.runner import build_runner

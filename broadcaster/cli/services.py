@@ -24,7 +24,7 @@ def demo(
     keep: bool = typer.Option(False, "--keep", help="Keep broadcaster-demo.db here to inspect."),
 ) -> None:
     """The whole thing on embedded defaults against the sandbox, in about a minute."""
-    from broadcaster.demo import run_demo
+    from broadcaster.ops.demo import run_demo
 
     if not run_demo(ctx.obj.console, keep=keep):
         raise typer.Exit(code=1)
@@ -126,7 +126,7 @@ def sandbox(
     """A local stand-in for Weiban with its quota rules, for trying and testing."""
     import signal
 
-    from broadcaster.sandbox import SandboxConfig, SandboxServer
+    from broadcaster.vendor.sandbox import SandboxConfig, SandboxServer
 
     config = SandboxConfig(
         per_minute=per_minute,

@@ -15,9 +15,9 @@ from broadcaster.cli.context import CliContext
 from broadcaster.cli.options import WATCH_S, float_range
 from broadcaster.cli.render import literal, print_json
 from broadcaster.errors import BroadcasterError
-from broadcaster.quota import RedisQuota
-from broadcaster.report import collect
-from broadcaster.status import JobStatus
+from broadcaster.jobs.states import JobStatus
+from broadcaster.ops.report import collect
+from broadcaster.quota.limiter import RedisQuota
 
 
 def register(app: typer.Typer) -> None:

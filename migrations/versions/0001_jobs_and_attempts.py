@@ -27,7 +27,7 @@ STATUS_VALUES = (
     "'scheduled', 'queued', 'sending', 'sent', 'failed', 'unknown', 'cancelled', 'expired'"
 )
 # The database's clock as naive UTC, in each dialect's column format (see
-# broadcaster.schema.utc_now for why: PostgreSQL's session time zone; SQLite's text shape).
+# broadcaster.jobs.tables.utc_now for why: PostgreSQL's session time zone; SQLite's text shape).
 UTC_NOW = {
     "postgresql": "timezone('utc', statement_timestamp())",
     "sqlite": "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')",

@@ -20,10 +20,10 @@ from sqlalchemy import Engine, func, make_url, select, text
 
 from broadcaster import migrate, schedule_many
 from broadcaster.db import make_engine
-from broadcaster.sandbox import SandboxConfig, SandboxServer
-from broadcaster.schema import jobs
-from broadcaster.status import SETTLED_STATUSES, JobStatus
-from broadcaster.store import JobStore
+from broadcaster.jobs.states import SETTLED_STATUSES, JobStatus
+from broadcaster.jobs.store import JobStore
+from broadcaster.jobs.tables import jobs
+from broadcaster.vendor.sandbox import SandboxConfig, SandboxServer
 from tests.chaos.faults import FAULTS, REDIS_FAULTS, Hit
 from tests.helpers import body
 from tests.system.harness import Process, Service

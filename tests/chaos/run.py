@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import asdict
 
-from broadcaster.devservices import find_postgres
+from broadcaster.ops.devservices import find_postgres
 from tests.chaos.faults import FAULTS
 from tests.chaos.round import Round, RoundResult
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from broadcaster.devservices import find_postgres
+from broadcaster.ops.devservices import find_postgres
 from tests.chaos.round import Round
 
 ROUNDS = [

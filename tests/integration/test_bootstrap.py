@@ -10,7 +10,7 @@ import pytest
 
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.errors import BrokerUnavailable, JobStoreError
-from broadcaster.readiness import Stopped
+from broadcaster.ops.readiness import Stopped
 from tests.conftest import make_settings
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, text
 
 from broadcaster.cli.main import main
 from broadcaster.db import make_engine
-from broadcaster.store import JobStore
+from broadcaster.jobs.store import JobStore
 from broadcaster.timeutil import utcnow
 from tests.helpers import body
 

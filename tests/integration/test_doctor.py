@@ -23,7 +23,7 @@ import redis
 from sqlalchemy import make_url
 
 from broadcaster.corps import QuotaLimits
-from broadcaster.doctor import threads_needed
+from broadcaster.ops.doctor import threads_needed
 from broadcaster.redis_conn import start_embedded_redis, stop_embedded_redis
 from tests.helpers import body
 

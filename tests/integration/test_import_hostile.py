@@ -22,8 +22,8 @@ from sqlalchemy import Engine, text
 from broadcaster import schedule_broadcast, schedule_many
 from broadcaster.db import is_sqlite
 from broadcaster.errors import InvalidJob
-from broadcaster.importer import import_file
-from broadcaster.store import JobStore
+from broadcaster.jobs.store import JobStore
+from broadcaster.produce.importer import import_file
 from broadcaster.timeutil import utcnow
 from tests.helpers import body
 from tests.integration.test_producers import cli
@@ -46,7 +46,7 @@ every check of ours and still fails its insert, to prove only its own line is lo
 @pytest.fixture
 def copy_path(monkeypatch: pytest.MonkeyPatch, engine: Engine) -> bool:
     """Send batches of 3 rows or more through PostgreSQL's COPY path (normally 200)."""
-    monkeypatch.setattr("broadcaster.store.insert.COPY_THRESHOLD", 3)
+    monkeypatch.setattr("broadcaster.jobs.store.insert.COPY_THRESHOLD", 3)
     return not is_sqlite(engine)
 
 

@@ -15,9 +15,9 @@ import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from broadcaster.dispatch import Dispatcher, make_broker
-from broadcaster.status import JobStatus
-from broadcaster.store import JobStore
+from broadcaster.broker.dispatch import Dispatcher, make_broker
+from broadcaster.jobs.states import JobStatus
+from broadcaster.jobs.store import JobStore
 from scheduler.service import SchedulerService
 from tests.conftest import make_settings
 from tests.helpers import body, queued_job_ids

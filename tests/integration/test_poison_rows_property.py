@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from broadcaster.dispatch import Dispatcher, make_broker
-from broadcaster.messages import QUEUE_NAME
-from broadcaster.store import JobStore
+from broadcaster.broker.dispatch import Dispatcher, make_broker
+from broadcaster.broker.messages import QUEUE_NAME
+from broadcaster.jobs.store import JobStore
 from broadcaster.timeutil import utcnow
 from scheduler.service import SchedulerService
 from tests.conftest import make_settings

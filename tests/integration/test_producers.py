@@ -15,7 +15,7 @@ from sqlalchemy import Engine, text
 
 from broadcaster import schedule_broadcast, schedule_many
 from broadcaster.errors import InvalidPayload
-from broadcaster.store import JobStore
+from broadcaster.jobs.store import JobStore
 from broadcaster.timeutil import utcnow
 from tests.helpers import body
 

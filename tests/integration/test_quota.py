@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from broadcaster.corps import QuotaLimits
-from broadcaster.quota import QuotaWait, RedisQuota
+from broadcaster.quota.limiter import QuotaWait, RedisQuota
 
 
 def make_quota(client: redis.Redis, lease_s: float = 15, **limits: float) -> RedisQuota:

@@ -19,8 +19,8 @@ import redis
 
 from broadcaster.corps import QuotaLimits
 from broadcaster.ports import Quota
-from broadcaster.quota import QuotaWait, RedisQuota, interval_ms
-from broadcaster.quota_memory import InMemoryQuota
+from broadcaster.quota.limiter import QuotaWait, RedisQuota, interval_ms
+from broadcaster.quota.memory import InMemoryQuota
 
 CORP, API = "corp", "api"
 FAST = QuotaLimits(per_minute=60000, max_in_flight=100)

@@ -15,11 +15,11 @@ import redis
 from sqlalchemy import Engine, text, update
 
 from broadcaster import schedule_broadcast, schedule_many
+from broadcaster.broker.dispatch import Dispatcher, EnqueueFailed, make_broker
 from broadcaster.db import make_engine
-from broadcaster.dispatch import Dispatcher, EnqueueFailed, make_broker
-from broadcaster.schema import jobs
-from broadcaster.status import JobStatus
-from broadcaster.store import JobStore
+from broadcaster.jobs.states import JobStatus
+from broadcaster.jobs.store import JobStore
+from broadcaster.jobs.tables import jobs
 from broadcaster.timeutil import utcnow
 from scheduler.runner import SchedulerRunner
 from scheduler.service import SchedulerService
@@ -338,7 +338,7 @@ def test_a_corp_the_vendor_blocked_is_not_admitted_until_the_block_ends(
     engine: Engine, store: JobStore, redis_client: redis.Redis
 ) -> None:
     from broadcaster.corps import CorpDirectory
-    from broadcaster.quota import RedisQuota
+    from broadcaster.quota.limiter import RedisQuota
     from scheduler.service import Admission
 
     settings = make_settings()

@@ -11,7 +11,7 @@ import redis
 
 from broadcaster.corps import CorpDirectory
 from broadcaster.errors import CredentialsRejected
-from broadcaster.weiban import WeibanClient
+from broadcaster.vendor import WeibanClient
 from tests.conftest import make_settings
 from tests.helpers import body as vendor_body
 

@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from broadcaster import schedule_broadcast
-from broadcaster.status import JobStatus
-from broadcaster.store import JobStore
+from broadcaster.jobs.states import JobStatus
+from broadcaster.jobs.store import JobStore
 from broadcaster.timeutil import utcnow
 from tests.conftest import make_settings
 from tests.helpers import body
@@ -84,7 +84,7 @@ def test_a_business_error_fails_the_job_with_errcode_and_errmsg(
 ) -> None:
     from sqlalchemy import update
 
-    from broadcaster.schema import jobs
+    from broadcaster.jobs.tables import jobs
 
     job_id = queued_job(store)
     with engine.begin() as connection:  # a body the vendor refuses (it passed our checks once)
@@ -226,7 +226,7 @@ def test_a_message_for_a_finished_or_cancelled_job_does_nothing(
     job_id = queued_job(store)
     from sqlalchemy import update
 
-    from broadcaster.schema import jobs
+    from broadcaster.jobs.tables import jobs
 
     with store.engine.begin() as connection:
         connection.execute(update(jobs).values(status=status))

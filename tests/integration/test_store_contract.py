@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from broadcaster import schedule_many
-from broadcaster.delivery import Decision
-from broadcaster.status import JobStatus, Outcome
-from broadcaster.store import JobStore
+from broadcaster.jobs.policy import Decision
+from broadcaster.jobs.states import JobStatus, Outcome
+from broadcaster.jobs.store import JobStore
 from tests.fakes import FakeJobStore
 from tests.helpers import body
 

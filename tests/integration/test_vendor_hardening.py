@@ -15,14 +15,14 @@ import redis
 
 from broadcaster import schedule_broadcast
 from broadcaster.corps import CorpDirectory, QuotaLimits
-from broadcaster.deadline import deadline_scope, deadline_transport
-from broadcaster.delivery import Decision
 from broadcaster.errors import OutcomeUnknown
-from broadcaster.quota import QuotaWait, RedisQuota
-from broadcaster.status import JobStatus
-from broadcaster.store import JobStore
+from broadcaster.jobs.policy import Decision
+from broadcaster.jobs.states import JobStatus
+from broadcaster.jobs.store import JobStore
+from broadcaster.quota.limiter import QuotaWait, RedisQuota
 from broadcaster.timeutil import utcnow
-from broadcaster.weiban import CREATE_API, WeibanClient, slot_lease_s
+from broadcaster.vendor import CREATE_API, WeibanClient, slot_lease_s
+from broadcaster.vendor.deadline import deadline_scope, deadline_transport
 from tests.conftest import make_settings
 from tests.helpers import body
 from tests.misbehaving_vendor import SECRET, MisbehavingVendor

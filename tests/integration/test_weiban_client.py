@@ -10,7 +10,7 @@ import structlog
 
 from broadcaster.corps import CorpDirectory
 from broadcaster.errors import CredentialsRejected, VendorRejected, VendorUnreachable
-from broadcaster.weiban import WeibanClient
+from broadcaster.vendor import WeibanClient
 from tests.conftest import make_settings
 from tests.helpers import body
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broadcaster import schedule_many
-from broadcaster.sandbox import SandboxServer
-from broadcaster.store import JobStore
+from broadcaster.jobs.store import JobStore
+from broadcaster.vendor.sandbox import SandboxServer
 from tests.helpers import body
 
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from broadcaster.sandbox import SandboxConfig, SandboxServer
-from broadcaster.store import JobStore
+from broadcaster.jobs.store import JobStore
+from broadcaster.vendor.sandbox import SandboxConfig, SandboxServer
 from tests.helpers import wait_until
 from tests.system.harness import Service, delivery_report, schedule_named
 

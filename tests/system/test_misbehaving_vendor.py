@@ -15,8 +15,8 @@ import redis
 from sqlalchemy import select
 
 from broadcaster import schedule_many
-from broadcaster.schema import attempts
-from broadcaster.store import JobStore
+from broadcaster.jobs.store import JobStore
+from broadcaster.jobs.tables import attempts
 from tests.helpers import body, wait_until
 from tests.misbehaving_vendor import BAD_SECRET, CASES, SECRET, MisbehavingVendor
 from tests.system.harness import Service

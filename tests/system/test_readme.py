@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from broadcaster.db import make_engine
-from broadcaster.store import JobStore
+from broadcaster.jobs.store import JobStore
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from broadcaster.corps import CorpDirectory, QuotaLimits
-from broadcaster.quota_memory import InMemoryQuota
-from broadcaster.weiban import CREATE_API
+from broadcaster.quota.memory import InMemoryQuota
+from broadcaster.vendor import CREATE_API
 from scheduler.service import Admission
 from tests.conftest import make_settings
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from broadcaster.delivery import backoff_s, decide
 from broadcaster.errors import (
     CredentialsRejected,
     OutcomeUnknown,
@@ -17,8 +16,9 @@ from broadcaster.errors import (
     VendorThrottled,
     VendorUnreachable,
 )
-from broadcaster.status import JobStatus, Outcome
-from broadcaster.weiban import (
+from broadcaster.jobs.policy import backoff_s, decide
+from broadcaster.jobs.states import JobStatus, Outcome
+from broadcaster.vendor import (
     Answer,
     classify_errcode,
     classify_transport,

@@ -7,7 +7,7 @@ from itertools import chain
 import pytest
 
 from broadcaster.errors import InvalidPayload
-from broadcaster.payload import MAX_GROUPS_PER_TASK, parse_payload, split_audience
+from broadcaster.vendor.payload import MAX_GROUPS_PER_TASK, parse_payload, split_audience
 from tests.helpers import body
 
 

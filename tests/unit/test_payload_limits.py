@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from broadcaster.errors import InvalidJob, InvalidPayload
-from broadcaster.payload import parse_payload
-from broadcaster.producer import JobRequest, job_request
+from broadcaster.produce.api import JobRequest, job_request
+from broadcaster.vendor.payload import parse_payload
 from tests.helpers import body
 
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from broadcaster.broker.dispatch import EnqueueFailed
 from broadcaster.corps import CorpDirectory
-from broadcaster.dispatch import EnqueueFailed
-from broadcaster.quota_memory import InMemoryQuota
-from broadcaster.status import JobStatus
-from broadcaster.weiban import CREATE_API
+from broadcaster.jobs.states import JobStatus
+from broadcaster.quota.memory import InMemoryQuota
+from broadcaster.vendor import CREATE_API
 from scheduler.service import Admission, SchedulerService
 from tests.conftest import make_settings
 from tests.fakes import FakeDispatch, FakeJobStore

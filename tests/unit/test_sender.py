@@ -1,4 +1,4 @@
-"""`Sender` on fakes: every row of the delivery table (`broadcaster/delivery.py`), what it
+"""`Sender` on fakes: every row of the delivery table (`broadcaster/jobs/policy.py`), what it
 does to the quota, and the messages it must drop, with no database, Redis or HTTP, and no
 sleeping (the quota runs on a fake clock). `tests/integration/test_sender.py` proves the
 same path on the real services."""
@@ -21,9 +21,9 @@ from broadcaster.errors import (
     VendorThrottled,
     VendorUnreachable,
 )
-from broadcaster.quota_memory import InMemoryQuota
-from broadcaster.status import JobStatus, Outcome
-from broadcaster.weiban import CREATE_API
+from broadcaster.jobs.states import JobStatus, Outcome
+from broadcaster.quota.memory import InMemoryQuota
+from broadcaster.vendor import CREATE_API
 from tests.conftest import make_settings
 from tests.fakes import FakeJobStore, FakeVendor
 from worker.sender import Sender

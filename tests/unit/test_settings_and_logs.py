@@ -120,7 +120,7 @@ def test_configured_secrets_stay_masked_however_many_tokens_come_and_go() -> Non
 def test_the_vendor_client_goes_through_a_proxy_named_in_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from broadcaster.weiban import environment_proxy
+    from broadcaster.vendor import environment_proxy
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "sandbox.local")

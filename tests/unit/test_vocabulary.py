@@ -9,8 +9,7 @@ from contextlib import contextmanager
 import pytest
 
 from broadcaster.errors import BroadcasterError, QuotaWait
-from broadcaster.quota import QuotaWait as QuotaWaitFromQuota
-from broadcaster.status import (
+from broadcaster.jobs.states import (
     CANCELLABLE_STATUSES,
     CERTAIN_OUTCOMES,
     FINAL_STATUSES,
@@ -19,6 +18,7 @@ from broadcaster.status import (
     JobStatus,
     Outcome,
 )
+from broadcaster.quota.limiter import QuotaWait as QuotaWaitFromQuota
 
 
 def test_settled_and_pending_split_every_status() -> None:

@@ -1,0 +1,1 @@
+"""The broker: the message the scheduler sends, and its batched enqueue."""

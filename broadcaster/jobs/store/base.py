@@ -1,0 +1,134 @@
+"""What every part of the job store shares: the results it hands back, one short
+transaction that turns driver errors into one line, and the moves most writes make."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Update, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from broadcaster.db import first_line
+from broadcaster.errors import JobStoreError
+from broadcaster.jobs.states import JobStatus
+from broadcaster.jobs.tables import jobs
+from broadcaster.logs import redact_text
+
+AnyRow = Row[*tuple[Any, ...]]
+"""A row of any columns (SQLAlchemy types a row by its columns; `Row[Any]` is one)."""
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A row the scheduler moved to `queued`, ready to hand to the broker."""
+
+    id: int
+    corp_id: str
+    priority: int
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class SendingJob:
+    """A job this worker moved to `sending`: everything the vendor call needs."""
+
+    id: int
+    corp_id: str
+    payload: str
+    attempts: int
+    max_attempts: int
+
+
+@dataclass
+class ClaimResult:
+    claimed: list[ClaimedJob] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    expired: list[int] = field(default_factory=list)
+
+
+@dataclass
+class InsertResult:
+    inserted_ids: list[int]
+    duplicate_keys: list[str]
+
+
+class RowsRefused(JobStoreError):
+    """The database refused the data of some row in an insert (a value out of a column's
+    range, a character it cannot store), as opposed to being unreachable: the caller can
+    insert the rows one by one to find the bad one. Nothing of the insert was written."""
+
+
+@dataclass
+class RecoveryResult:
+    requeued: list[ClaimedJob]
+    unknown: list[int]
+    expired: int
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+
+MAX_ERROR_CHARS = 2000
+
+
+def storable_text(message: str) -> str:
+    """Error text as a database will take it: a bad row's own content ends up in its
+    `last_error`, and PostgreSQL refuses NUL bytes and unpaired surrogates, which failed
+    the whole claim and stalled the scheduler (found by the chaos suite)."""
+    clean = message.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
+    return redact_text(clean)[:MAX_ERROR_CHARS]  # a vendor may echo a secret or token
+
+
+EXPIRED_REASON = "expires_at passed before it could be sent"
+
+
+def move_jobs(now: datetime, *where: ColumnElement[bool], **values: Any) -> Update:
+    """UPDATE the jobs matching `where` to `values`, stamped `now`, ending their lease:
+    every move does but those that take a new one (claim, start_sending, the sweep's)."""
+    return update(jobs).where(*where).values(lease_until=None, updated_at=now, **values)
+
+
+def expire_jobs(connection: Connection, now: datetime, *where: ColumnElement[bool]) -> int:
+    """Move the jobs matching `where` to `expired`; returns how many moved."""
+    statement = move_jobs(now, *where, status=JobStatus.EXPIRED, last_error=EXPIRED_REASON)
+    return connection.execute(statement).rowcount
+
+
+class StoreBase:
+    """An engine and the default corp: what each part of the store is built from."""
+
+    def __init__(self, engine: Engine, *, default_corp: str | None = None) -> None:
+        self.engine = engine
+        self.default_corp = default_corp
+
+    def _begin(self) -> _Transaction:
+        return _Transaction(self.engine)
+
+
+class _Transaction:
+    """`engine.begin()` that turns driver errors into one-line `JobStoreError`s."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._context: AbstractContextManager[Connection] = engine.begin()
+
+    def __enter__(self) -> Connection:
+        try:
+            return self._context.__enter__()
+        except SQLAlchemyError as exc:
+            raise JobStoreError(f"database unavailable: {first_line(exc)}") from exc
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        try:
+            self._context.__exit__(exc_type, exc, tb)
+        except SQLAlchemyError as error:
+            raise JobStoreError(f"database error: {first_line(error)}") from error
+        if isinstance(exc, SQLAlchemyError):
+            raise JobStoreError(f"database error: {first_line(exc)}") from exc
+        return False

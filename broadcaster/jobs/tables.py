@@ -1,0 +1,146 @@
+"""The tables: `broadcast_jobs` (the public SQL contract, DESIGN §3) and `broadcast_attempts`.
+
+SQLAlchemy Core, not the ORM: every statement the service runs on these tables is a
+deliberate, set-based one (claim a batch, compare-and-set a status), and Core says so.
+Alembic migrations (`migrations/`) create these; `alembic check` keeps the two in step.
+
+All timestamps are naive UTC. On SQLite they are text `YYYY-MM-DD HH:MM:SS.ffffff`
+(a trigger normalises what producers write, see the first migration).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+from broadcaster.jobs.states import JobStatus
+
+
+class utc_now(FunctionElement):
+    """The database's clock as naive UTC, in the column format of each dialect.
+
+    PostgreSQL's CURRENT_TIMESTAMP cast to `timestamp` would be in the session's time
+    zone, so it is taken at UTC explicitly; SQLite's is already UTC but second-precision
+    and in another text shape than SQLAlchemy writes, which would break comparisons.
+    """
+
+    type = DateTime()
+    inherit_cache = True
+
+
+@compiles(utc_now, "postgresql")
+def _utc_now_pg(element: utc_now, compiler: object, **kw: object) -> str:
+    return "timezone('utc', statement_timestamp())"
+
+
+@compiles(utc_now, "sqlite")
+def _utc_now_sqlite(element: utc_now, compiler: object, **kw: object) -> str:
+    return "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+STATUS_VALUES = ", ".join(f"'{status.value}'" for status in JobStatus)
+
+jobs = Table(
+    "broadcast_jobs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    # --- written by producers ---
+    Column("corp_id", Text, nullable=True, comment="NULL: the default corp (WEIBAN_CORP_ID)"),
+    Column("payload", Text, nullable=False, comment="the vendor's request body, JSON"),
+    Column("send_at", DateTime, nullable=False, server_default=utc_now()),
+    Column("dedupe_key", Text, nullable=True, unique=True),
+    Column("campaign", Text, nullable=True),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("expires_at", DateTime, nullable=True),
+    Column("max_attempts", Integer, nullable=False, server_default=text("5")),
+    # --- owned by the service ---
+    Column("status", Text, nullable=False, server_default=text(f"'{JobStatus.SCHEDULED.value}'")),
+    Column("not_before", DateTime, nullable=True, comment="service's own retry/wait time"),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("lease_until", DateTime, nullable=True),
+    Column("sent_at", DateTime, nullable=True),
+    Column("last_errcode", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime, nullable=False, server_default=utc_now()),
+    Column("updated_at", DateTime, nullable=False, server_default=utc_now()),
+    CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
+    CheckConstraint("max_attempts >= 1", name="max_attempts"),
+)
+
+due_at = func.coalesce(jobs.c.not_before, jobs.c.send_at)
+"""When a scheduled job may next be sent: the producer's send_at, or the service's later
+not_before after a retry or quota wait (send_at itself stays as written, for audit)."""
+
+SCHEDULED_ONLY = jobs.c.status == JobStatus.SCHEDULED.value
+
+# Claiming reads only scheduled rows; partial indexes keep it cheap however many finished
+# rows pile up. One serves "next due time", the other the claim order.
+Index(
+    "ix_broadcast_jobs_due",
+    due_at,
+    postgresql_where=SCHEDULED_ONLY,
+    sqlite_where=SCHEDULED_ONLY,
+)
+Index(
+    "ix_broadcast_jobs_claim_order",
+    jobs.c.priority.desc(),
+    due_at,
+    postgresql_where=SCHEDULED_ONLY,
+    sqlite_where=SCHEDULED_ONLY,
+)
+# The recovery sweep reads rows in flight by lease.
+IN_FLIGHT = jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.SENDING.value])
+Index(
+    "ix_broadcast_jobs_lease",
+    jobs.c.lease_until,
+    postgresql_where=IN_FLIGHT,
+    sqlite_where=IN_FLIGHT,
+)
+Index("ix_broadcast_jobs_campaign_status", jobs.c.campaign, jobs.c.status)
+Index("ix_broadcast_jobs_status", jobs.c.status)
+
+attempts = Table(
+    "broadcast_attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column(
+        "job_id",
+        Id,
+        ForeignKey("broadcast_jobs.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("attempt_no", Integer, nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("duration_ms", Integer, nullable=True),
+    Column("outcome", Text, nullable=False),
+    Column("errcode", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+)

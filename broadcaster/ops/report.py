@@ -1,0 +1,84 @@
+"""The operator's view, shared by `broadcaster status` and the demo's summary: counts per
+corp and campaign, lateness, quota use, vendor blocks, jobs awaiting a decision."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+import redis
+
+from broadcaster.corps import CorpDirectory
+from broadcaster.jobs.states import JobStatus
+from broadcaster.jobs.store import JobStore
+from broadcaster.quota.limiter import RedisQuota
+from broadcaster.timeutil import utcnow
+from broadcaster.vendor import CREATE_API
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def collect(store: JobStore, corps: CorpDirectory, quota: RedisQuota | str) -> dict[str, Any]:
+    """Everything `status` shows; `quota` is the limiter, or why it is not available."""
+    now = utcnow()
+    groups: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    totals: dict[str, int] = defaultdict(int)
+    corp_ids: set[str] = set(corps.known())
+    for row in store.status_counts():
+        corp = row.corp_id or store.default_corp or "(default)"
+        corp_ids.add(corp)
+        groups[(corp, row.campaign or "")][row.status] = row.n
+        totals[row.status] += row.n
+    oldest_due = store.oldest_due(now)
+    lateness = store.lateness_s(now - timedelta(hours=1))
+    return {
+        "now": now.isoformat(),
+        "totals": dict(totals),
+        "groups": [
+            {"corp_id": corp, "campaign": campaign, "counts": counts}
+            for (corp, campaign), counts in sorted(groups.items())
+        ],
+        "oldest_due": oldest_due.isoformat() if oldest_due else None,
+        "behind_s": round((now - oldest_due).total_seconds(), 3) if oldest_due else 0.0,
+        "lateness_last_hour_s": {
+            "count": len(lateness),
+            "p50": _round(percentile(lateness, 0.50)),
+            "p99": _round(percentile(lateness, 0.99)),
+        },
+        "awaiting_decision": totals.get(JobStatus.UNKNOWN, 0),
+        "quota": _quota_view(sorted(corp_ids), corps, quota),
+    }
+
+
+def _quota_view(
+    corp_ids: list[str], corps: CorpDirectory, quota: RedisQuota | str
+) -> dict[str, Any]:
+    if isinstance(quota, str):
+        return {"error": quota}
+    view = {}
+    try:
+        for corp in corp_ids:
+            limits = corps.limits(corp)
+            last_minute = quota.calls_in_last(corp, CREATE_API, 60)
+            view[corp] = {
+                "calls_last_minute": last_minute,
+                "per_minute_limit": limits.per_minute,
+                "used_pct": round(100 * last_minute / limits.per_minute, 1),
+                "in_flight": quota.in_flight(corp, CREATE_API),
+                "blocked_for_s": round(quota.blocked_for(corp, CREATE_API), 1),
+            }
+    except redis.RedisError as exc:
+        return {"error": f"Redis not reachable: {exc}"}
+    return view
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -1,0 +1,1 @@
+"""Producers' ways in besides plain SQL: the Python API and bulk import."""

@@ -1,0 +1,272 @@
+"""`broadcaster import FILE`: backfills from JSON Lines or CSV.
+
+Each JSON line (or CSV row) is one job: `payload` (the vendor body; a JSON string in CSV)
+plus the optional `send_at`, `corp_id`, `dedupe_key`, `campaign`, `priority`,
+`expires_at`, `max_attempts`. Times are ISO 8601; one without an offset is read in `tz`.
+
+The file must be UTF-8 (a BOM is allowed): one that is not is refused before anything is
+written, naming the first line that does not decode and how to convert the file. A file of
+mixed encodings half imported would be worse: its rows without a dedupe_key would go in
+twice once the file is fixed and imported again.
+
+A bad line is rejected with its line number and reason and the rest go in; a dedupe_key
+already present is skipped and counted. Every value is validated before it reaches the
+database (see `producer.JobRequest`), and should the database still refuse a batch, its
+lines are inserted one by one so only the guilty line is rejected. Rows go in batches, one
+statement each.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from broadcaster.errors import BroadcasterError, InvalidJob, JobStoreError
+from broadcaster.jobs.store import JobStore, RowsRefused
+from broadcaster.produce.api import job_request, part_collisions
+from broadcaster.timeutil import parse_user_time
+
+TIME_FIELDS = ("send_at", "expires_at")
+INT_FIELDS = ("priority", "max_attempts")
+CSV_FIELD_LIMIT = 64 << 20
+"""csv's default cap is 128 KiB a cell, less than the payload of a 4000-group audience."""
+MAX_REASON_CHARS = 500
+
+
+@dataclass
+class ImportReport:
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    lines: int = 0
+
+    def reject(self, line: int, reason: str) -> None:
+        self.rejected.append((line, printable(reason)))
+
+
+def printable(reason: str) -> str:
+    """A reason as one printable line: a rejected line's own text (a NUL, an unpaired
+    surrogate, a terminal escape, a newline) is shown escaped, and kept short."""
+    if not reason.isprintable():
+        reason = "".join(c if c.isprintable() else repr(c)[1:-1] for c in reason)
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 1] + "…"
+    return reason
+
+
+def detect_format(path: Path, declared: str | None) -> str:
+    if declared:
+        return declared
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".ndjson", ".json"}:
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    raise InvalidJob(
+        f"cannot tell the format of {path.name}; name it .jsonl or .csv, or pass --format"
+    )
+
+
+def require_utf8(path: Path) -> None:
+    """Refuse a file that is not UTF-8, naming the first bad line and the fix."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise InvalidJob(
+                f"{path.name} is UTF-16 text, not UTF-8; nothing was imported. Convert it "
+                f"first: iconv -f UTF-16 -t UTF-8 {path.name} > {_utf8_name(path)}"
+            )
+        handle.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        line = 1
+        while chunk := handle.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                _not_utf8(path, line + chunk.count(b"\n", 0, exc.start), chunk[exc.start])
+            line += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            _not_utf8(path, line, None)
+
+
+def _not_utf8(path: Path, line: int, byte: int | None) -> None:
+    what = f"byte 0x{byte:02x}" if byte is not None else "a character cut short at the end"
+    raise InvalidJob(
+        f"{path.name} is not UTF-8 (line {line}: {what}); nothing was imported. Convert it "
+        f"first, naming the encoding it was saved in, e.g. "
+        f"iconv -f GBK -t UTF-8 {path.name} > {_utf8_name(path)} (or -f LATIN1)"
+    )
+
+
+def _utf8_name(path: Path) -> str:
+    return f"{path.stem}-utf8{path.suffix}"
+
+
+def read_records(handle: TextIO, fmt: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line number, record) pairs; a record that cannot be parsed comes as its error text."""
+    if fmt == "csv":
+        yield from _csv_records(handle)
+        return
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, f"not valid JSON: {exc.msg} at column {exc.colno}"
+            continue
+        except (ValueError, RecursionError) as exc:  # a 5000-digit number, deep nesting
+            yield number, f"not valid JSON: {exc}"
+            continue
+        yield number, record if isinstance(record, dict) else "a line must be a JSON object"
+
+
+def _csv_records(handle: TextIO) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader = csv.DictReader(handle)
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # the reader goes on at the next line
+            yield reader.line_num, f"not valid CSV: {exc}"
+            continue
+        yield reader.line_num, _csv_record(record)
+
+
+def _csv_record(record: dict[str, str | None]) -> dict[str, Any] | str:
+    cleaned: dict[str, Any] = {
+        key: value for key, value in record.items() if value not in ("", None)
+    }
+    if None in cleaned:
+        return "more cells than header columns"
+    if "payload" in cleaned:
+        try:
+            cleaned["payload"] = json.loads(cleaned["payload"])
+        except json.JSONDecodeError as exc:
+            return f"payload is not valid JSON: {exc.msg}"
+        except (ValueError, RecursionError) as exc:
+            return f"payload is not valid JSON: {exc}"
+    for name in INT_FIELDS:
+        if name in cleaned:
+            try:
+                cleaned[name] = int(cleaned[name])
+            except ValueError:
+                return f"{name} must be a whole number, got {cleaned[name][:40]!r}"
+    return cleaned
+
+
+def record_to_rows(record: dict[str, Any], tz: str) -> list[dict[str, Any]]:
+    record = dict(record)
+    for name in TIME_FIELDS:
+        value = record.get(name)
+        if isinstance(value, str):
+            try:
+                record[name] = parse_user_time(value, tz=tz)
+            except OverflowError:  # timeutil now says it in words; kept for safety
+                raise InvalidJob(
+                    f"{name}: {value[:40]!r} is out of range once converted to UTC "
+                    "(years 1 to 9999)"
+                ) from None
+    return job_request(record).to_rows()
+
+
+Pending = list[tuple[int, list[dict[str, Any]]]]
+"""(line number, that line's rows): a line is one row, or one per part of a split audience."""
+
+
+def import_file(
+    path: Path,
+    store: JobStore,
+    *,
+    tz: str,
+    fmt: str | None = None,
+    batch_size: int = 2000,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    report = ImportReport()
+    fmt = detect_format(path, fmt)
+    require_utf8(path)
+    pending: Pending = []
+    rows = 0
+    number = 0
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        for number, record in read_records(handle, fmt):
+            report.lines += 1
+            if isinstance(record, str):
+                report.reject(number, record)
+            else:
+                try:
+                    line_rows = record_to_rows(record, tz)
+                except BroadcasterError as exc:
+                    report.reject(number, str(exc))
+                except Exception as exc:  # one line must never stop the import
+                    report.reject(number, f"cannot be read: {type(exc).__name__}: {exc}")
+                else:
+                    pending.append((number, line_rows))
+                    rows += len(line_rows)
+            if rows >= batch_size:
+                _flush_or_stop(store, pending, report, number)
+                rows = 0
+            if on_progress and report.lines % 1000 == 0:
+                on_progress(report.lines)
+    _flush_or_stop(store, pending, report, number)
+    report.rejected.sort(key=lambda rejected: rejected[0])
+    return report
+
+
+def count_lines(path: Path) -> int:
+    """Fast line count for the progress bar's total."""
+    with path.open("rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+
+
+def _flush_or_stop(store: JobStore, pending: Pending, report: ImportReport, line: int) -> None:
+    """Insert the pending lines; when the database itself fails (not one row's data), stop
+    with one line that says how far the import got."""
+    first = pending[0][0] if pending else line
+    try:
+        _flush(store, pending, report)
+    except JobStoreError as exc:
+        raise JobStoreError(
+            f"{exc}; import stopped: lines before {first} are in ({report.inserted} jobs "
+            f"inserted, {report.duplicates} duplicates, {len(report.rejected)} rejected), "
+            f"lines {first} on are not. Import the file again once the database is back: "
+            "lines with a dedupe_key already in are skipped (lines without one would be "
+            "inserted twice)"
+        ) from exc
+
+
+def _flush(store: JobStore, pending: Pending, report: ImportReport) -> None:
+    if not pending:
+        return
+    collisions = part_collisions(store, pending)
+    for number, reason in collisions.items():
+        report.reject(number, reason)
+    lines = [(number, rows) for number, rows in pending if number not in collisions]
+    pending.clear()
+    try:
+        _insert(store, [row for _, rows in lines for row in rows], report)
+    except RowsRefused:
+        # Some row passed validation yet the database refused it: find it, line by line.
+        for number, rows in lines:
+            try:
+                _insert(store, rows, report)
+            except RowsRefused as exc:
+                report.reject(number, f"refused by the database: {exc}")
+
+
+def _insert(store: JobStore, rows: list[dict[str, Any]], report: ImportReport) -> None:
+    if rows:
+        result = store.insert_jobs(rows)
+        report.inserted += len(result.inserted_ids)
+        report.duplicates += len(result.duplicate_keys)

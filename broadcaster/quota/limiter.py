@@ -1,0 +1,255 @@
+"""The vendor quota, enforced in Redis for every process and host (DESIGN §5).
+
+Per (corp, API), three limits at once plus the vendor's block signal:
+
+- pace: a GCRA reservation spaces calls evenly at the rate the windows allow
+  (600/min -> one call per ~100 ms), so the quota is used smoothly, never in bursts;
+- windows: a log of call times refuses a call that would make more than the per-minute
+  count in any sliding 60 s, or the per-hour count in any sliding hour (the log is the
+  hard cap; the pace keeps us from ever touching it);
+- in flight: at most `max_in_flight` calls hold a slot; a slot is a lease that expires,
+  so a killed worker cannot leak one; 10052 lowers the cap for a while;
+- block: 10053 pauses the corp on that API for every process (60 s, doubling on repeats
+  up to an hour).
+
+Every decision runs in one Lua script on Redis's own clock (`TIME`), so processes with
+skewed clocks still agree. `acquire()` sleeps until its reserved moment and returns a
+`Slot`; it never raises-and-retries (Dramatiq's RateLimitExceeded pattern used 17% of the
+quota here).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import redis
+
+from broadcaster.corps import QuotaLimits
+from broadcaster.errors import QuotaWait as QuotaWait  # what `acquire` raises, re-exported
+
+WINDOW_MARGIN_MS = 200
+"""Windows are counted 200 ms wider than the vendor's: network jitter between our clock
+and its receipt can move a call across a window edge; this keeps us on the safe side at a
+cost of 0.3% of the per-minute quota."""
+
+CAP_HOLD_MS = 30_000
+"""How long a 10052 keeps the in-flight cap lowered (by default: `cap_hold_s`)."""
+
+_PREFIX = "broadcaster:quota"
+
+
+def _lua(name: str) -> str:
+    """A script of `lua/` (each starts with the KEYS and ARGV it takes); read when a
+    RedisQuota is built, never at import."""
+    return (files("broadcaster.quota") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+@dataclass
+class Slot:
+    corp_id: str
+    api: str
+    member: str
+    waited_s: float
+
+
+def interval_ms(limits: QuotaLimits) -> float:
+    """The even spacing at the per-minute rate, so that window (with its margin) never
+    binds. The hour is a hard cap in the log only: where it is the tighter limit, a
+    backlog runs at the minute's pace until the hour's count is used, then at the pace
+    the hour's window frees calls, which the vendor allows and wastes nothing."""
+    return (60_000 + WINDOW_MARGIN_MS) / limits.usable_per_minute
+
+
+def wait_for_slot(
+    reserve: Callable[[], tuple[str, float]],
+    take_slot: Callable[[], tuple[str, float]],
+    *,
+    max_wait_s: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> float:
+    """How `acquire` waits, whatever keeps the state: `reserve` the next paced moment
+    (`slot`: due now and in-flight slot taken; `ok`: sleep this many ms, then take one;
+    `wait`/`blocked`: refused for this many ms), then poll `take_slot` (`ok`, `busy`,
+    `blocked`) with a growing pause until `max_wait_s`. Returns the seconds waited."""
+    started = clock()
+    status, value_ms = reserve()
+    if status == "slot":
+        return clock() - started
+    if status != "ok":
+        raise QuotaWait(value_ms / 1000, blocked=status == "blocked")
+    sleep(value_ms / 1000)
+    deadline = started + max_wait_s
+    pause = 0.002
+    while True:
+        status, value_ms = take_slot()
+        if status == "ok":
+            return clock() - started
+        if status == "blocked":
+            raise QuotaWait(value_ms / 1000, blocked=True)
+        if clock() + pause > deadline:
+            raise QuotaWait(0.5)
+        sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+class RedisQuota:
+    def __init__(
+        self,
+        client: redis.Redis,
+        limits_for: Callable[[str], QuotaLimits],
+        *,
+        slot_lease_s: float,
+        block_s: float = 60.0,
+        block_max_s: float = 3600.0,
+        cap_hold_s: float = CAP_HOLD_MS / 1000,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.limits_for = limits_for
+        self.slot_lease_ms = int(slot_lease_s * 1000)
+        self.block_ms = block_s * 1000
+        self.block_max_ms = block_max_s * 1000
+        self.cap_hold_ms = int(cap_hold_s * 1000)
+        self.sleep = sleep
+        self._reserve = client.register_script(_lua("reserve"))
+        self._take_slot = client.register_script(_lua("take_slot"))
+        self._block = client.register_script(_lua("block"))
+        self._lower_cap = client.register_script(_lua("lower_cap"))
+        self._pause = client.register_script(_lua("pause"))
+
+    @staticmethod
+    def _key(corp_id: str, api: str, what: str) -> str:
+        return f"{_PREFIX}:{{{corp_id}:{api}}}:{what}"
+
+    @contextmanager
+    def slot(self, corp_id: str, api: str, *, max_wait_s: float) -> Iterator[Slot]:
+        """Hold one quota slot for the duration of a vendor call."""
+        taken = self.acquire(corp_id, api, max_wait_s=max_wait_s)
+        try:
+            yield taken
+        finally:
+            self.release(taken)
+
+    def acquire(self, corp_id: str, api: str, *, max_wait_s: float) -> Slot:
+        """Reserve the next paced moment, sleep until it, then take an in-flight slot.
+        Raises `QuotaWait` instead of waiting longer than `max_wait_s`."""
+        limits = self.limits_for(corp_id)
+        member = uuid.uuid4().hex
+        key = self._key
+        in_flight_keys = [
+            key(corp_id, api, "inflight"),
+            key(corp_id, api, "cap"),
+            key(corp_id, api, "block"),
+        ]
+
+        def reserve() -> tuple[str, float]:
+            return _verdict(
+                self._reserve(
+                    keys=[
+                        key(corp_id, api, "log"),
+                        key(corp_id, api, "tat"),
+                        key(corp_id, api, "block"),
+                        key(corp_id, api, "inflight"),
+                        key(corp_id, api, "cap"),
+                    ],
+                    args=[
+                        0,
+                        limits.usable_per_minute,
+                        limits.usable_per_hour,
+                        interval_ms(limits),
+                        max_wait_s * 1000,
+                        member,
+                        WINDOW_MARGIN_MS,
+                        self.slot_lease_ms,
+                        limits.max_in_flight,
+                    ],
+                )
+            )
+
+        def take_slot() -> tuple[str, float]:
+            return _verdict(
+                self._take_slot(
+                    keys=in_flight_keys, args=[member, self.slot_lease_ms, limits.max_in_flight]
+                )
+            )
+
+        waited_s = wait_for_slot(
+            reserve, take_slot, max_wait_s=max_wait_s, clock=time.monotonic, sleep=self.sleep
+        )
+        return Slot(corp_id, api, member, waited_s)
+
+    def release(self, slot: Slot) -> None:
+        self.client.zrem(self._key(slot.corp_id, slot.api, "inflight"), slot.member)
+
+    def on_blocked(self, corp_id: str, api: str) -> float:
+        """The vendor said 10053: pause this corp's calls everywhere. Returns the pause in
+        seconds (the first block of a run is `block_s`, repeats double up to `block_max_s`;
+        10053s from calls already in flight do not escalate a block already in force)."""
+        key = self._key
+        duration_ms = self._block(
+            keys=[key(corp_id, api, "block"), key(corp_id, api, "blocklevel")],
+            args=[self.block_ms, self.block_max_ms],
+        )
+        seconds, micros = self.client.time()
+        until_ms = seconds * 1000 + micros / 1000 + float(duration_ms)
+        self.client.zadd(f"{_PREFIX}:blocked:{api}", {corp_id: until_ms})
+        return float(duration_ms) / 1000
+
+    def pause(self, corp_id: str, api: str, seconds: float) -> None:
+        """The vendor (or its gateway) asked us to wait (HTTP 429 with Retry-After): no
+        process calls `api` for this corp until then, and the scheduler admits none of its
+        jobs. Unlike a 10053 it does not escalate the next block."""
+        until_ms = self._pause(keys=[self._key(corp_id, api, "block")], args=[seconds * 1000])
+        self.client.zadd(f"{_PREFIX}:blocked:{api}", {corp_id: float(until_ms)})
+
+    def blocked_corps(self, api: str) -> set[str]:
+        """Every corp blocked on `api` right now: one call, whatever the number of corps
+        (the scheduler admits none of their jobs)."""
+        seconds, micros = self.client.time()
+        now_ms = seconds * 1000 + micros / 1000
+        members = self.client.zrangebyscore(f"{_PREFIX}:blocked:{api}", now_ms, "+inf")
+        return {_text(member) for member in members}
+
+    def on_busy(self, corp_id: str, api: str) -> int:
+        """The vendor said 10052: someone else holds slots; lower our cap for a while."""
+        limits = self.limits_for(corp_id)
+        return int(
+            self._lower_cap(
+                keys=[self._key(corp_id, api, "cap")], args=[limits.max_in_flight, self.cap_hold_ms]
+            )
+        )
+
+    def blocked_for(self, corp_id: str, api: str) -> float:
+        """Seconds left of a block, 0 if none (for the scheduler and `status`)."""
+        ttl = self.client.pttl(self._key(corp_id, api, "block"))
+        return max(0.0, ttl / 1000)
+
+    def in_flight(self, corp_id: str, api: str) -> int:
+        key = self._key(corp_id, api, "inflight")
+        now_ms = time.time() * 1000
+        return int(self.client.zcount(key, now_ms, "+inf"))
+
+    def calls_in_last(self, corp_id: str, api: str, seconds: float) -> int:
+        seconds_now, micros = self.client.time()
+        now_ms = seconds_now * 1000 + micros / 1000
+        return int(
+            self.client.zcount(self._key(corp_id, api, "log"), now_ms - seconds * 1000, now_ms)
+        )
+
+
+def _verdict(reply: Any) -> tuple[str, float]:
+    """A script's `{status, milliseconds}` reply."""
+    status, value = reply
+    return _text(status), float(value)
+
+
+def _text(value: Any) -> str:
+    """redis-py returns bytes here (no decode_responses); its types allow str too."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,208 @@
+"""WeibanClient: the token request and the create call over one pooled `httpx.Client`.
+
+Every exchange ends by one deadline (`broadcaster/vendor/deadline.py`) and is sorted by
+`answers.py` into success or one `VendorError`. The access token travels in the query
+string, so no URL is ever put in a message or a log line: errors name the endpoint path
+only, and any text the vendor sends back is masked before it enters an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import httpx
+import redis
+import structlog
+
+from broadcaster.corps import CorpDirectory
+from broadcaster.errors import (
+    CredentialsRejected,
+    OutcomeUnknown,
+    TokenRejected,
+    VendorError,
+    VendorThrottled,
+    VendorUnreachable,
+)
+from broadcaster.logs import register_secret, register_token
+from broadcaster.vendor.answers import (
+    Answer,
+    classify_errcode,
+    classify_transport,
+    read_reply,
+    reason_of,
+    token_ttl_s,
+)
+from broadcaster.vendor.constants import (
+    CREATE_PATH,
+    ERR_BLOCKED,
+    ERR_BUSY,
+    MAX_ANSWER_BYTES,
+    THROTTLE_DEFAULT_S,
+    TOKEN_PATH,
+)
+from broadcaster.vendor.deadline import deadline_scope, deadline_transport
+from broadcaster.vendor.tokens import TokenCache, TokenSeal
+
+log = structlog.get_logger("broadcaster.vendor")
+
+
+class WeibanClient:
+    """The vendor's two endpoints, each call bounded by one overall deadline.
+
+    A create call, with the token fetch and the one repeat a 10001 allows, ends within
+    `call_budget_s(timeout_s)`; each HTTP exchange within `timeout_s`. The in-flight slot's
+    lease is longer than the budget (`slot_lease_s`), so a call never outlives its slot.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        corps: CorpDirectory,
+        redis_client: redis.Redis,
+        *,
+        timeout_s: float,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.corps = corps
+        self.timeout_s = timeout_s
+        self.http = http or httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
+            transport=deadline_transport(
+                limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+                proxy=environment_proxy(self.base_url),
+            ),
+            headers={"Content-Type": "application/json; charset=utf-8"},
+        )
+        self.tokens = TokenCache(
+            redis_client,
+            self._fetch_token,
+            corps.secret_fingerprint,
+            TokenSeal(corps.secret_value),
+        )
+        for corp_id in corps.known():  # this process masks them wherever text leaves it
+            register_secret(corps.secret_value(corp_id))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def create_group_message(self, corp_id: str, body: str) -> None:
+        """Create one mass-message task. Returns on errcode 0; raises a VendorError."""
+        with deadline_scope(call_budget_s(self.timeout_s)):
+            token = self._token(self.tokens.get, corp_id)
+            try:
+                self._post_create(token, body)
+            except TokenRejected:
+                log.info("token_rejected", corp_id=corp_id)
+                fresh = self._token(lambda corp: self.tokens.replace(corp, token), corp_id)
+                self._post_create(fresh, body)
+
+    @staticmethod
+    def _token(get: Callable[[str], str], corp_id: str) -> str:
+        """A token from the shared cache; the cache (Redis) down means: not sent."""
+        try:
+            return get(corp_id)
+        except redis.RedisError as exc:
+            raise VendorUnreachable(
+                f"token cache (Redis) unreachable, not sent: {reason_of(exc)}"
+            ) from None
+
+    def _exchange(self, what: str, path: str, content: bytes, **params: str) -> Answer:
+        """One POST, done within `timeout_s` (and the enclosing call's deadline)."""
+        with deadline_scope(self.timeout_s):
+            try:
+                with self.http.stream("POST", path, params=params, content=content) as response:
+                    return Answer(response.status_code, response.headers, _read_capped(response))
+            except _AnswerTooLarge:
+                raise OutcomeUnknown(
+                    f"{what}: answer over {MAX_ANSWER_BYTES // 1024} KiB, not read"
+                ) from None
+            except httpx.HTTPError as exc:
+                raise classify_transport(exc, what, budget_s=self.timeout_s) from None
+
+    def _post_create(self, token: str, body: str) -> None:
+        what = f"POST {CREATE_PATH}"
+        answer = self._exchange(what, CREATE_PATH, body.encode(), access_token=token)
+        reply = read_reply(answer, what)
+        error = classify_errcode(reply.errcode, reply.errmsg, what)
+        if error is not None:
+            raise error
+
+    def _fetch_token(self, corp_id: str) -> tuple[str, int]:
+        """A new token. Any failure here means the create call was not sent: only a
+        refusal of the secret itself is `CredentialsRejected` (remembered a while)."""
+        corp = self.corps.get(corp_id)
+        assert corp.secret is not None
+        what = f"POST {TOKEN_PATH} for corp {corp_id}"
+        request = {"corp_id": corp_id, "secret": corp.secret.get_secret_value()}
+        try:
+            reply = read_reply(self._exchange(what, TOKEN_PATH, json.dumps(request).encode()), what)
+        except (VendorThrottled, VendorUnreachable):
+            raise
+        except VendorError as exc:  # asking for a token twice is harmless
+            raise VendorUnreachable(str(exc)) from None
+        if reply.errcode in (ERR_BUSY, ERR_BLOCKED):
+            wait_s = 1.0 if reply.errcode == ERR_BUSY else THROTTLE_DEFAULT_S * 12
+            raise VendorThrottled(
+                f"{what}: errcode {reply.errcode} {reply.errmsg}; the token API is busy, "
+                f"not sent; again in {wait_s:g} s",
+                retry_after_s=wait_s,
+            )
+        token = reply.data.get("access_token")
+        if reply.errcode != 0:
+            raise CredentialsRejected(
+                f"{what}: errcode {reply.errcode} {reply.errmsg}; check the "
+                "corp's secret (WEIBAN_SECRET or WEIBAN_CORPS_FILE)",
+                errcode=reply.errcode,
+                errmsg=reply.errmsg,
+            )
+        if not isinstance(token, str) or not token.strip() or len(token) > 2048:
+            raise VendorUnreachable(f"{what}: errcode 0 but no usable access_token, not sent")
+        register_token(token)
+        return token, token_ttl_s(reply.data.get("expires_in"))
+
+
+class _AnswerTooLarge(Exception):
+    pass
+
+
+def _read_capped(response: httpx.Response) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+        raise _AnswerTooLarge
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise _AnswerTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def call_budget_s(timeout_s: float) -> float:
+    """How long one create call may take in all: two exchanges (a token fetch and the
+    create, or a create, a refresh after 10001 and the repeat, each within `timeout_s`
+    but all within this)."""
+    return 2 * timeout_s
+
+
+def slot_lease_s(timeout_s: float) -> float:
+    """The in-flight slot's lease: the call's budget plus a margin for our own work
+    around it, so a live call always ends before another worker may take its slot."""
+    return call_budget_s(timeout_s) + 5
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy HTTPS_PROXY / HTTP_PROXY / ALL_PROXY name for `url`, unless NO_PROXY
+    excludes its host: what httpx would use on its own, but it reads the environment only
+    when it builds the transport itself, and ours is built here (`deadline_transport`)."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
