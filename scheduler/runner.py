@@ -13,7 +13,6 @@ a tick is remembered and honoured when the tick ends.
 
 from __future__ import annotations
 
-import signal
 import threading
 from datetime import UTC, datetime
 
@@ -29,6 +28,7 @@ from broadcaster.errors import BroadcasterError
 from broadcaster.ops.readiness import Stopped
 from broadcaster.redis_conn import stop_embedded_redis
 from broadcaster.settings import Settings
+from broadcaster.stopping import on_stop_signal
 from broadcaster.timeutil import utcnow
 from scheduler.notify import DueListener
 from scheduler.service import Admission, SchedulerService, TickReport
@@ -158,8 +158,7 @@ def run_scheduler(settings: Settings) -> None:
         if runner is not None:
             runner.shutdown()
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    on_stop_signal(_on_signal)
     try:
         runner = build_runner(settings, stop)
         if stop.is_set():

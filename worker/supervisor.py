@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ from broadcaster.logs import configure_logging
 from broadcaster.ops.readiness import Stopped
 from broadcaster.redis_conn import resolve_redis_url, stop_embedded_redis
 from broadcaster.settings import Settings, load_settings
+from broadcaster.stopping import on_stop_signal
 
 log = structlog.get_logger("broadcaster.worker")
 RESTART_DELAY_S = 2.0
@@ -67,8 +67,7 @@ def worker_process_main(
     from worker.app import build_worker_app
 
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    on_stop_signal(stop.set)
     try:
         settings = settings or load_settings()
         configure_logging(settings.log_level, settings.log_format)
@@ -205,8 +204,7 @@ def run_workers(settings: Settings, *, processes: int, threads: int, prefetch: i
     any worker process starts, or when one stops on it."""
     preflight(settings)
     supervisor = Supervisor(settings, processes=processes, threads=threads, prefetch=prefetch)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: supervisor.stopping.set())
+    on_stop_signal(supervisor.stopping.set)
     try:
         supervisor.start()
         supervisor.watch()

@@ -7,13 +7,13 @@ other (the import rules in pyproject.toml say so).
 
 from __future__ import annotations
 
-import signal
 import threading
 
 from broadcaster.errors import SettingsError
 from broadcaster.ops.readiness import Stopped
 from broadcaster.redis_conn import stop_embedded_redis
 from broadcaster.settings import Settings
+from broadcaster.stopping import on_stop_signal
 from scheduler.runner import build_runner
 from worker.supervisor import Supervisor, preflight
 
@@ -41,8 +41,7 @@ def run_all(settings: Settings, *, processes: int, threads: int, prefetch: int) 
             failure.append(exc)
             _on_signal()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _on_signal)
+    on_stop_signal(_on_signal)
     supervisor.start()
     watcher = threading.Thread(target=_watch, name="supervisor", daemon=True)
     watcher.start()
