@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import typer
 
@@ -13,8 +14,13 @@ from broadcaster.settings import Settings
 
 def register(app: typer.Typer) -> None:
     app.command(name="scheduler")(scheduler)
-    app.command(name="worker")(worker)
-    app.command(name="run")(run)
+    app.command(
+        name="worker",
+        help="Run Dramatiq worker processes that send due jobs to the vendor, until SIGTERM.",
+    )(_with_worker_shape(_start_workers))
+    app.command(name="run", help="The scheduler and the workers together, for one machine.")(
+        _with_worker_shape(_start_all)
+    )
     app.command(name="sandbox")(sandbox)
     app.command(name="demo")(demo)
 
@@ -76,30 +82,32 @@ def _shape(
     }
 
 
-def worker(
-    ctx: typer.Context,
-    processes: int | None = PROCESSES,
-    threads: int | None = THREADS,
-    prefetch: int | None = PREFETCH,
-) -> None:
-    """Run Dramatiq worker processes that send due jobs to the vendor, until SIGTERM."""
+def _with_worker_shape(start: Callable[..., None]) -> Callable[..., None]:
+    """A command taking the workers' shape (`-p`, `-t`, `--prefetch`, over settings):
+    `worker` and `run` differ only in what they start with it."""
+
+    def command(
+        ctx: typer.Context,
+        processes: int | None = PROCESSES,
+        threads: int | None = THREADS,
+        prefetch: int | None = PREFETCH,
+    ) -> None:
+        settings = ctx.obj.settings
+        start(settings, **_shape(settings, processes, threads, prefetch))
+
+    return command
+
+
+def _start_workers(settings: Settings, **shape: int) -> None:
     from worker.supervisor import run_workers
 
-    settings = ctx.obj.settings
-    run_workers(settings, **_shape(settings, processes, threads, prefetch))
+    run_workers(settings, **shape)
 
 
-def run(
-    ctx: typer.Context,
-    processes: int | None = PROCESSES,
-    threads: int | None = THREADS,
-    prefetch: int | None = PREFETCH,
-) -> None:
-    """The scheduler and the workers together, for one machine."""
+def _start_all(settings: Settings, **shape: int) -> None:
     from broadcaster.cli.run_all import run_all
 
-    settings = ctx.obj.settings
-    run_all(settings, **_shape(settings, processes, threads, prefetch))
+    run_all(settings, **shape)
 
 
 def sandbox(
