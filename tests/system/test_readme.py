@@ -26,7 +26,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 BIN = Path(sys.executable).parent
 
 LONG_RUNNING = {"sandbox", "run", "scheduler", "worker"}
-COVERED_ELSEWHERE = {"demo"}  # tests/system/test_demo.py
+COVERED_ELSEWHERE = {"demo", "doctor"}  # test_demo.py; tests/integration/test_doctor.py
 
 
 def blocks(language: str) -> list[str]:
