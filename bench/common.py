@@ -17,8 +17,11 @@ import redis
 from sqlalchemy import make_url, text
 
 from broadcaster import migrate
+from broadcaster.bootstrap import Bootstrap
 from broadcaster.db import make_engine
+from broadcaster.jobs.store import JobStore
 from broadcaster.ops.devservices import find_postgres, find_redis
+from broadcaster.settings import load_settings
 from broadcaster.vendor.sandbox import SandboxServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +57,12 @@ def fresh_database(kind: str) -> str:
     migrate.upgrade(engine)
     engine.dispose()
     return url
+
+
+def store_for(db: str, default_corp: str | None = "corp-a") -> JobStore:
+    """The job store as the service builds it (the bootstrap), on `db`."""
+    settings = load_settings(_env_file=None, database_url=db, weiban_corp_id=default_corp)
+    return Bootstrap(settings).store
 
 
 def service_env(

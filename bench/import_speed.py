@@ -15,9 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import fresh_database, median, table
+from bench.common import fresh_database, median, store_for, table
 from broadcaster.db import make_engine
-from broadcaster.jobs.store import JobStore
 from broadcaster.produce.importer import import_file
 
 BODY = {
@@ -48,7 +47,7 @@ def make_file(rows: int) -> Path:
 
 
 def ours(kind: str, path: Path) -> float:
-    store = JobStore(make_engine(fresh_database(kind)))
+    store = store_for(fresh_database(kind), default_corp=None)
     started = time.perf_counter()
     report = import_file(path, store, tz="UTC")
     elapsed = time.perf_counter() - started

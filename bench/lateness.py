@@ -17,10 +17,18 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from bench.common import fresh_database, redis_url, service, service_env, stop, table, wait_for
+from bench.common import (
+    fresh_database,
+    redis_url,
+    service,
+    service_env,
+    stop,
+    store_for,
+    table,
+    wait_for,
+)
 from bench.quota import BODY
 from broadcaster import schedule_many
-from broadcaster.db import make_engine
 from broadcaster.jobs.store import JobStore
 from broadcaster.ops.report import percentile
 from broadcaster.vendor.sandbox import SandboxConfig, SandboxServer
@@ -45,7 +53,7 @@ def run(kind: str, jobs: int) -> tuple[dict, dict]:
     sandbox = SandboxServer(
         SandboxConfig(per_minute=10**6, per_hour=10**8, max_in_flight=1000, latency_ms=0)
     ).start()
-    store = JobStore(make_engine(db), default_corp="corp-a")
+    store = store_for(db)
     process = service(
         ["run", "--processes", "1", "--threads", "8"],
         service_env(

@@ -16,11 +16,18 @@ import httpx
 import redis
 from sqlalchemy import text
 
-from bench.common import fresh_database, redis_url, service, service_env, stop, table, wait_for
+from bench.common import (
+    fresh_database,
+    redis_url,
+    service,
+    service_env,
+    stop,
+    store_for,
+    table,
+    wait_for,
+)
 from bench.quota import BODY
 from broadcaster import schedule_many
-from broadcaster.db import make_engine
-from broadcaster.jobs.store import JobStore
 from broadcaster.vendor.sandbox import SandboxConfig, SandboxServer
 
 
@@ -64,8 +71,8 @@ def ours(jobs: int) -> dict:
     sandbox = SandboxServer(
         SandboxConfig(per_minute=10**6, per_hour=10**8, max_in_flight=1000, latency_ms=0)
     ).start()
-    engine = make_engine(db)
-    store = JobStore(engine, default_corp="corp-a")
+    store = store_for(db)
+    engine = store.engine
     env = service_env(
         db,
         broker,

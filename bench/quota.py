@@ -30,13 +30,12 @@ from bench.common import (
     service,
     service_env,
     stop,
+    store_for,
     table,
     wait_for,
     worst_window,
 )
 from broadcaster import schedule_many
-from broadcaster.db import make_engine
-from broadcaster.jobs.store import JobStore
 from broadcaster.vendor.sandbox import SandboxConfig, SandboxServer
 
 PER_MINUTE, IN_FLIGHT, LATENCY_MS = 3000, 4, 20
@@ -92,7 +91,7 @@ def measure(sandbox: SandboxServer, started: float, seconds: float) -> dict[str,
 def run_broadcaster(processes: int, seconds: float, chart: bool = False) -> dict[str, Any]:
     db, broker = fresh_database("postgresql"), redis_url()
     sandbox = vendor()
-    store = JobStore(make_engine(db), default_corp="corp-a")
+    store = store_for(db)
     schedule_many(
         [{"payload": BODY} for _ in range(int(ALLOWED * seconds * 1.2) + 200)],
         store=store,

@@ -21,12 +21,11 @@ from bench.common import (
     service,
     service_env,
     stop,
+    store_for,
     wait_for,
 )
 from bench.quota import ALLOWED, BODY, PER_MINUTE, vendor
 from broadcaster import schedule_many
-from broadcaster.db import make_engine
-from broadcaster.jobs.store import JobStore
 
 
 def recovered_after(times: list[float], block_end: float) -> float | None:
@@ -43,7 +42,7 @@ def one_round(block_s: float) -> dict[str, float | None]:
     db, broker = fresh_database("postgresql"), redis_url()
     sandbox = vendor()
     sandbox.state.config.block_s = block_s
-    store = JobStore(make_engine(db), default_corp="corp-a")
+    store = store_for(db)
     schedule_many(
         [{"payload": BODY} for _ in range(int(ALLOWED * (block_s + 20)))],
         store=store,
