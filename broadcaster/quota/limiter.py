@@ -99,10 +99,12 @@ def wait_for_slot(
         pause = min(pause * 2, 0.05)
 
 
-class RedisQuota:
+class QuotaRules:
+    """What both quotas are built from: each corp's limits, the slot's lease, the 10053
+    block and its cap, how long a 10052 lowers the cap, and how to sleep."""
+
     def __init__(
         self,
-        client: redis.Redis,
         limits_for: Callable[[str], QuotaLimits],
         *,
         slot_lease_s: float,
@@ -111,13 +113,22 @@ class RedisQuota:
         cap_hold_s: float = CAP_HOLD_MS / 1000,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.client = client
         self.limits_for = limits_for
         self.slot_lease_ms = int(slot_lease_s * 1000)
         self.block_ms = block_s * 1000
         self.block_max_ms = block_max_s * 1000
         self.cap_hold_ms = int(cap_hold_s * 1000)
         self.sleep = sleep
+
+
+class RedisQuota(QuotaRules):
+    """The quota in Redis, shared by every process and host; `rules` as `QuotaRules`."""
+
+    def __init__(
+        self, client: redis.Redis, limits_for: Callable[[str], QuotaLimits], **rules: Any
+    ) -> None:
+        super().__init__(limits_for, **rules)
+        self.client = client
         self._reserve = client.register_script(_lua("reserve"))
         self._take_slot = client.register_script(_lua("take_slot"))
         self._block = client.register_script(_lua("block"))

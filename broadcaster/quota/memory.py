@@ -21,11 +21,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from broadcaster.corps import QuotaLimits
 from broadcaster.quota.limiter import (
-    CAP_HOLD_MS,
     WINDOW_MARGIN_MS,
+    QuotaRules,
     Slot,
     interval_ms,
     wait_for_slot,
@@ -59,27 +60,19 @@ class _State:
         return min(max_in_flight, self.cap)
 
 
-class InMemoryQuota:
-    """`Quota` for one process; thread-safe. `clock` is in seconds."""
+class InMemoryQuota(QuotaRules):
+    """`Quota` for one process; thread-safe. `clock` is in seconds; `rules` as
+    `QuotaRules`."""
 
     def __init__(
         self,
         limits_for: Callable[[str], QuotaLimits],
         *,
-        slot_lease_s: float,
-        block_s: float = 60.0,
-        block_max_s: float = 3600.0,
-        cap_hold_s: float = CAP_HOLD_MS / 1000,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        **rules: Any,
     ) -> None:
-        self.limits_for = limits_for
-        self.slot_lease_ms = int(slot_lease_s * 1000)
-        self.block_ms = block_s * 1000
-        self.block_max_ms = block_max_s * 1000
-        self.cap_hold_ms = int(cap_hold_s * 1000)
+        super().__init__(limits_for, **rules)
         self.clock = clock
-        self.sleep = sleep
         self._lock = threading.Lock()
         self._states: dict[tuple[str, str], _State] = {}
         self._blocked: dict[str, dict[str, float]] = {}  # api -> corp -> until (ms)
