@@ -22,6 +22,12 @@ names what is wrong and how to fix it; the CLI prints it as one line.
           └── CredentialsRejected the token API refused corp_id/secret
 
 Messages never contain a secret, a token or a URL that carries one.
+
+Three exceptions are kept out of the tree on purpose, as signals inside one module that
+never reach a caller: `ops.readiness.Stopped` (told to stop while waiting; a handler of
+`BroadcasterError` must not swallow it), `jobs.screening.Unfit` (one column's problem,
+gathered into the row's reason) and the vendor client's `_AnswerTooLarge` (becomes
+`OutcomeUnknown`).
 """
 
 from __future__ import annotations

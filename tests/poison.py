@@ -11,18 +11,9 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import StatementError
 
+from broadcaster.jobs.tables import PRODUCER_COLUMNS
 from tests.helpers import body
 
-PRODUCER_COLUMNS = (
-    "corp_id",
-    "payload",
-    "send_at",
-    "dedupe_key",
-    "campaign",
-    "priority",
-    "expires_at",
-    "max_attempts",
-)
 PAST_TIME_TEXTS = (
     "0000-01-01 00:00:00",  # SQLite: readable, year 0; PostgreSQL: refused
     "-infinity",  # PostgreSQL: due at once, and no Python time

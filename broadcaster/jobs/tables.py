@@ -65,6 +65,18 @@ metadata = MetaData(
 # BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
+PRODUCER_COLUMNS = (
+    "corp_id",
+    "payload",
+    "send_at",
+    "dedupe_key",
+    "campaign",
+    "priority",
+    "expires_at",
+    "max_attempts",
+)
+"""The columns a producer writes (DESIGN §3); the service owns the others."""
+
 STATUS_VALUES = ", ".join(f"'{status.value}'" for status in JobStatus)
 
 jobs = Table(

@@ -23,21 +23,13 @@ from broadcaster import schedule_broadcast, schedule_many
 from broadcaster.db import is_sqlite
 from broadcaster.errors import InvalidJob
 from broadcaster.jobs.store import JobStore
+from broadcaster.jobs.tables import PRODUCER_COLUMNS
 from broadcaster.produce.importer import import_file
 from broadcaster.timeutil import utcnow
 from tests.helpers import body
 from tests.integration.test_producers import cli
 
-COLUMNS = [
-    "corp_id",
-    "payload",
-    "send_at",
-    "dedupe_key",
-    "campaign",
-    "priority",
-    "expires_at",
-    "max_attempts",
-]
+COLUMNS = list(PRODUCER_COLUMNS)
 POISON = "the-database-refuses-this"
 """A campaign a test-only trigger/constraint makes the database refuse: a row that passes
 every check of ours and still fails its insert, to prove only its own line is lost."""

@@ -15,19 +15,10 @@ from sqlalchemy.exc import DataError, IntegrityError
 from broadcaster.db import first_line, is_sqlite
 from broadcaster.errors import JobStoreError
 from broadcaster.jobs.store.base import AnyRow, InsertResult, RowsRefused, StoreBase
-from broadcaster.jobs.tables import jobs
+from broadcaster.jobs.tables import PRODUCER_COLUMNS, jobs
 
 COPY_THRESHOLD = 200
-STAGED_COLUMNS = (
-    "corp_id",
-    "payload",
-    "send_at",
-    "dedupe_key",
-    "campaign",
-    "priority",
-    "expires_at",
-    "max_attempts",
-)
+STAGED_COLUMNS = PRODUCER_COLUMNS
 STAGED = ", ".join(STAGED_COLUMNS)
 
 
