@@ -76,7 +76,21 @@ class Settings(BaseSettings):
     weiban_timeout_s: float = duration(10.0, "one vendor call")
     weiban_block_s: float = duration(60.0, "first pause on 10053")
     weiban_block_max_s: float = duration(3600.0, "longest pause")
-    weiban_on_ambiguous: Literal["unknown", "retry"] = "unknown"
+    weiban_on_ambiguous: Literal["reconcile", "unknown", "retry"] = Field(
+        default="reconcile",
+        description="a call that may have created the message: reconcile (settle it against "
+        "the vendor's list), unknown (an operator decides) or retry (send again at once)",
+    )
+    reconcile_interval_s: float = duration(30.0, "reconcile and delivery-tracking pass")
+    reconcile_after_s: float = duration(120.0, "an unknown job is settled once its call is")
+    delivery_track_s: float = duration(259_200.0, "a sent job's delivery is followed for")
+    delivery_read_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="share of the list API's quota that reconcile and tracking may use",
+    )
 
     scheduler_poll_interval_s: float = duration(1.0, "claim loop", ge=MIN_INTERVAL_S)
     scheduler_batch_size: int = count(500, "rows claimed per tick", le=100_000)
@@ -107,6 +121,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "SENDING_LEASE_S must exceed 2 x WEIBAN_TIMEOUT_S + 5 "
                 f"(now {self.sending_lease_s} vs {self.weiban_timeout_s})"
+            )
+        if self.reconcile_after_s <= 2 * self.weiban_timeout_s + 5:
+            # A create the vendor is still processing would otherwise be missed by the
+            # list read and sent again (README: "Why a resend never makes a second message").
+            raise ValueError(
+                "RECONCILE_AFTER_S must exceed 2 x WEIBAN_TIMEOUT_S + 5 "
+                f"(now {self.reconcile_after_s} vs {self.weiban_timeout_s})"
             )
         if self.worker_shutdown_s <= 2 * self.weiban_timeout_s:
             raise ValueError(

@@ -9,7 +9,8 @@
     HTTP 429 throttled         scheduled            no             its Retry-After
     credentials refused        scheduled            no             60 s (fix the secret)
     other errcode              failed               yes            -
-    ambiguous                  unknown (or retry)   yes            operator decides
+    ambiguous                  unknown (or retry)   yes            the reconciler (or an
+                                                                   operator) decides
 
 DESIGN §4 is the source; `tests/unit/test_delivery.py` walks this table.
 """
@@ -62,7 +63,7 @@ def decide(
     *,
     attempts_before: int,
     max_attempts: int,
-    on_ambiguous: Literal["unknown", "retry"],
+    on_ambiguous: Literal["reconcile", "unknown", "retry"],
     backoff: Callable[[int], float],
     block_s: float = 60.0,
 ) -> Decision:
@@ -84,7 +85,8 @@ def decide(
         )
     if isinstance(error, VendorRejected):
         return Decision(JobStatus.FAILED, Outcome.REJECTED, True, None, code, text)
-    if isinstance(error, OutcomeUnknown) and on_ambiguous == "unknown":
+    if isinstance(error, OutcomeUnknown) and on_ambiguous != "retry":
+        # `reconcile` too: the reconciler settles the job from the vendor's list later.
         return Decision(JobStatus.UNKNOWN, Outcome.AMBIGUOUS, True, None, code, text)
     outcome = {
         OutcomeUnknown: Outcome.AMBIGUOUS,

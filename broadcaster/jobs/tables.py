@@ -28,6 +28,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from broadcaster.jobs.states import JobStatus
+from broadcaster.vendor.missions import FINAL_MISSION_STATUSES
 
 
 class utc_now(FunctionElement):
@@ -77,6 +78,8 @@ PRODUCER_COLUMNS = (
 )
 """The columns a producer writes (DESIGN §3); the service owns the others."""
 
+FINAL_DELIVERY_VALUES = sorted(FINAL_MISSION_STATUSES)
+
 STATUS_VALUES = ", ".join(f"'{status.value}'" for status in JobStatus)
 
 jobs = Table(
@@ -102,6 +105,17 @@ jobs = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", DateTime, nullable=False, server_default=utc_now()),
     Column("updated_at", DateTime, nullable=False, server_default=utc_now()),
+    # --- delivery truth (issue 11), owned by the service ---
+    Column("last_call_at", DateTime, nullable=True, comment="when the latest vendor call began"),
+    Column("vendor_mission_id", Text, nullable=True, comment="the vendor's mission, from its list"),
+    Column("delivery_status", Text, nullable=True, comment="the mission's status as last read"),
+    Column("delivery_groups_reached", Integer, nullable=True),
+    Column("delivery_groups_unreached", Integer, nullable=True),
+    Column("delivery_staff_confirmed", Integer, nullable=True),
+    Column("delivery_staff_total", Integer, nullable=True),
+    Column("delivery_detail", Text, nullable=True, comment="JSON: groups reached, not reached"),
+    Column("delivery_checked_at", DateTime, nullable=True),
+    Column("delivery_note", Text, nullable=True, comment="why delivery is not (yet) known"),
     CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
     CheckConstraint("max_attempts >= 1", name="max_attempts"),
 )
@@ -134,6 +148,16 @@ Index(
     jobs.c.lease_until,
     postgresql_where=IN_FLIGHT,
     sqlite_where=IN_FLIGHT,
+)
+# Delivery tracking reads sent rows whose mission is not final yet, newest first.
+TRACKING = (jobs.c.status == JobStatus.SENT.value) & (
+    jobs.c.delivery_status.is_(None) | jobs.c.delivery_status.not_in(FINAL_DELIVERY_VALUES)
+)
+Index(
+    "ix_broadcast_jobs_tracking",
+    jobs.c.sent_at,
+    postgresql_where=TRACKING,
+    sqlite_where=TRACKING,
 )
 Index("ix_broadcast_jobs_campaign_status", jobs.c.campaign, jobs.c.status)
 Index("ix_broadcast_jobs_status", jobs.c.status)

@@ -50,6 +50,7 @@ class SendingStore(StoreBase):
                 .values(
                     status=JobStatus.SENDING,
                     updated_at=now,
+                    last_call_at=now,
                     lease_until=now + timedelta(seconds=lease_s),
                 )
                 .returning(
