@@ -19,6 +19,7 @@ names what is wrong and how to fix it; the CLI prints it as one line.
           ├── VendorThrottled     HTTP 429 (a gateway's rate limit): not processed, wait
           ├── VendorRejected      any other errcode: a business error, do not retry
           ├── OutcomeUnknown      read timeout, reset after sending, 5xx: may exist
+          ├── VendorAnswerUnreadable a read API's answer we cannot read: settles nothing
           └── CredentialsRejected the token API refused corp_id/secret
 
 Messages never contain a secret, a token or a URL that carries one.
@@ -122,6 +123,12 @@ class VendorRejected(VendorError):
 
 class OutcomeUnknown(VendorError):
     """The request may have been processed: the message may exist at the vendor."""
+
+
+class VendorAnswerUnreadable(VendorError):
+    """A read API (the list of created missions) answered something we cannot read: not
+    JSON, no errcode, no list of missions. For a read, an answer we cannot read settles
+    nothing: no job is decided from it, and the call may be made again later."""
 
 
 class CredentialsRejected(VendorError):
