@@ -1,12 +1,25 @@
-"""The sandbox's HTTP face: the two vendor endpoints, plus `/sandbox/*` for tests.
+"""The sandbox's HTTP face: the three vendor endpoints, plus `/sandbox/*` for tests.
 
 POST /open-api/access_token/get                      {"corp_id", "secret"}
 POST /open-api/customer_group_msg/add?access_token=T the vendor body
-GET  /sandbox/created   every message created, in order
+GET  /open-api/customer_group_msg/result?access_token=T&start_time=S&end_time=E&limit=L
+     &offset=O[&staff_ext_id=X]                      the corp's missions created in
+     [S, E] (unix seconds, inclusive, at most 3 days apart; limit 1..30), oldest first:
+     {"errcode": 0, "errmsg": "ok", "missions": [...], "total_count": N}
+GET  /sandbox/created   every message created, in order, with its `mission_id`
+GET  /sandbox/missions  every mission as the list shows it, unfiltered (`?corp_id=` to pick)
 GET  /sandbox/stats     calls, errors by code, peak in-flight and per-minute per corp
-POST /sandbox/faults    {"http_5xx": n, "hang_after_create": n, "force_10053": n,
-                         "latency_ms": x, "block_s": x, "invalidate_tokens": true}
-POST /sandbox/reset
+                        (create: `calls`, `errors`, `corps`; list: `list_calls`,
+                        `list_errors`, `list_corps`)
+POST /sandbox/faults    faults: {"http_5xx": n, "hang_after_create": n, "hang_s": x,
+                        "force_10053": n, "create_late": n, "late_s": x,
+                        "list_refuse_errcode": code (0 = off), "list_slow_ms": x,
+                        "list_malformed": n, "invalidate_tokens": true};
+                        knobs: {"latency_ms", "block_s", "hour_block_s", "per_minute",
+                        "per_hour", "max_in_flight", "token_ttl_s", "confirm_after_s",
+                        "never_confirm_share", "fail_share", "max_processing_s"}
+POST /sandbox/reset     forget calls, messages, missions, blocks and faults
+(state.py says what each fault does; missions.py how a mission is modelled.)
 """
 
 from __future__ import annotations
@@ -19,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from broadcaster.vendor.constants import CREATE_PATH, TOKEN_PATH
+from broadcaster.vendor.missions import RESULT_API, RESULT_PATH
 from broadcaster.vendor.sandbox.state import SandboxConfig, SandboxState
 
 CONFIG_KNOBS = (
@@ -29,8 +44,24 @@ CONFIG_KNOBS = (
     "per_hour",
     "max_in_flight",
     "token_ttl_s",
+    "confirm_after_s",
+    "never_confirm_share",
+    "fail_share",
+    "max_processing_s",
 )
-FAULT_KNOBS = ("http_5xx", "hang_after_create", "hang_s", "force_10053")
+FAULT_KNOBS = (
+    "http_5xx",
+    "hang_after_create",
+    "hang_s",
+    "force_10053",
+    "create_late",
+    "late_s",
+    "list_refuse_errcode",
+    "list_slow_ms",
+    "list_malformed",
+)
+ODD_TIME_TEXT = "26/11/2030 8pm"
+"""What a `list_malformed` page puts in `created_at` / `send_at`."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -53,9 +84,13 @@ class _Handler(BaseHTTPRequestHandler):
             return None
 
     def _send(self, payload: Any, status: int = 200) -> None:
-        data = json.dumps(payload, ensure_ascii=False).encode()
+        self._send_raw(json.dumps(payload, ensure_ascii=False).encode(), status)
+
+    def _send_raw(
+        self, data: bytes, status: int = 200, content_type: str = "application/json"
+    ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", f"{content_type}; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -63,9 +98,15 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------ routes
     def do_GET(self) -> None:
         state = self.server.state
-        path = urlsplit(self.path).path
-        if path == "/sandbox/created":
+        parts = urlsplit(self.path)
+        path = parts.path
+        if path == RESULT_PATH:
+            self._list(parse_qs(parts.query))
+        elif path == "/sandbox/created":
             self._send(state.created_list())
+        elif path == "/sandbox/missions":
+            corp = next(iter(parse_qs(parts.query).get("corp_id") or []), None)
+            self._send(state.missions_list(corp))
         elif path == "/sandbox/stats":
             self._send(state.stats())
         else:
@@ -75,8 +116,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         body = self._body()
         routes = {
-            "/open-api/access_token/get": self._token,
-            "/open-api/customer_group_msg/add": self._create,
+            TOKEN_PATH: self._token,
+            CREATE_PATH: self._create,
             "/sandbox/faults": self._faults,
             "/sandbox/reset": self._reset,
         }
@@ -94,6 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _create(self, body: Any, query: dict[str, list[str]]) -> None:
         state = self.server.state
+        received_at = time.time()
         corp, error = state.begin_create((query.get("access_token") or [""])[0])
         if error is not None:
             self._send(error)
@@ -103,6 +145,11 @@ class _Handler(BaseHTTPRequestHandler):
             state.release(corp)
             self._send({"message": "bad gateway"}, 502)
             return
+        if state.take_fault("create_late"):
+            state.create_later(corp, body, received_at)  # a timer creates it, or abandons it
+            time.sleep(state.faults.hang_s)
+            self.close_connection = True
+            return
         time.sleep(state.config.latency_ms / 1000)
         response = state.finish_create(corp, body)
         if state.take_fault("hang_after_create"):
@@ -110,6 +157,30 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self._send(response)
+
+    def _list(self, query: dict[str, list[str]]) -> None:
+        state = self.server.state
+        corp, error = state.begin_list((query.get("access_token") or [""])[0])
+        if error is not None:
+            self._send(error)
+            return
+        assert corp is not None
+        try:
+            time.sleep(state.list_delay_s())  # in flight all along, as at the vendor
+            answer = state.list_missions(corp, query)
+        finally:
+            state.release(corp, RESULT_API)
+        variant = state.take_malformed() if answer.get("errcode") == 0 else None
+        if variant == 0:
+            self._send_raw(b"<html><body>502 Bad Gateway</body></html>", 200, "text/html")
+            return
+        if variant == 1:
+            answer = {"errcode": 0, "errmsg": "ok"}
+        elif variant == 2:
+            for mission in answer["missions"]:
+                mission.update(created_at=ODD_TIME_TEXT, send_at=ODD_TIME_TEXT)
+                mission["msg_data"] = "{text: " + str(mission["msg_data"])[:20]
+        self._send(answer)
 
     def _faults(self, body: Any, _query: dict[str, list[str]]) -> None:
         state = self.server.state
@@ -171,6 +242,7 @@ class SandboxServer:
         self._server.serve_forever()
 
     def stop(self) -> None:
+        self.state.close()
         self._server.shutdown()
         self._server.server_close()
 
