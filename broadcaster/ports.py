@@ -1,7 +1,8 @@
 """The narrow interfaces the scheduler and the worker depend on.
 
 `SchedulerService` and `Admission` need a `SchedulerStore`, a `Dispatch` and a
-`QuotaView`; `Sender` needs a `SendStore`, a `Quota` and a `Vendor`. Each has a real
+`QuotaView`; `Sender` needs a `SendStore`, a `Quota` and a `Vendor`; the reconciler reads
+the vendor's created missions through a `MissionList`. Each has a real
 implementation (`JobStore` on SQLite or PostgreSQL, `RedisQuota`, `Dispatcher`,
 `WeibanClient`) and a fake for unit tests; one contract test suite per seam runs against
 every implementation, so a fake cannot drift from what it stands in for.
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from broadcaster.jobs.policy import Decision
     from broadcaster.jobs.store import ClaimResult, RecoveryResult, SendingJob
     from broadcaster.quota.limiter import Slot
+    from broadcaster.vendor.missions import MissionPage
 
 
 class SchedulerStore(Protocol):
@@ -86,3 +88,22 @@ class Vendor(Protocol):
     """The vendor's create call: returns on success, raises a `VendorError` otherwise."""
 
     def create_group_message(self, corp_id: str, body: str) -> None: ...
+
+
+class MissionList(Protocol):
+    """The vendor's list of created missions, one page per call (`WeibanClient`): naive
+    UTC window of at most `MAX_WINDOW_S`, `limit` 1 to `MAX_PAGE_SIZE`. Raises a
+    `VendorError` (`VendorAnswerUnreadable` for an answer it cannot read), ValueError for
+    a window or page out of bounds. Takes no quota slot: the caller holds one of
+    `RESULT_API`."""
+
+    def list_missions(
+        self,
+        corp_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        limit: int = 30,
+        offset: int = 0,
+        staff_ext_id: str | None = None,
+    ) -> MissionPage: ...

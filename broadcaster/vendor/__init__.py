@@ -4,6 +4,7 @@ constants   the vendor's paths and codes, and the limits we hold its answers to
 answers     an answer (HTTP status, body, errcode) sorted into success or one error
 tokens      access tokens shared by every process through Redis, sealed
 client      WeibanClient: each call bounded by one deadline
+missions    the list of created missions as we read it (every field optional)
 deadline    that deadline, enforced on every socket operation
 payload     the create call's body, validated against the vendor's rules
 sandbox/    the local stand-in for Weiban (quota rules, error codes, faults)
@@ -24,14 +25,31 @@ from broadcaster.vendor.client import (
     slot_lease_s,
 )
 from broadcaster.vendor.constants import CREATE_API, CREATE_PATH, TOKEN_PATH
+from broadcaster.vendor.missions import (
+    MAX_PAGE_SIZE,
+    MAX_WINDOW_S,
+    RESULT_API,
+    RESULT_PATH,
+    Mission,
+    MissionPage,
+    SubMission,
+    parse_mission_page,
+)
 from broadcaster.vendor.tokens import TokenCache, TokenSeal
 
 __all__ = [
     "CREATE_API",
     "CREATE_PATH",
+    "MAX_PAGE_SIZE",
+    "MAX_WINDOW_S",
+    "RESULT_API",
+    "RESULT_PATH",
     "TOKEN_PATH",
     "Answer",
+    "Mission",
+    "MissionPage",
     "Reply",
+    "SubMission",
     "TokenCache",
     "TokenSeal",
     "WeibanClient",
@@ -39,6 +57,7 @@ __all__ = [
     "classify_errcode",
     "classify_transport",
     "environment_proxy",
+    "parse_mission_page",
     "read_reply",
     "retry_after_s",
     "slot_lease_s",

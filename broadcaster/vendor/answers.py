@@ -86,14 +86,17 @@ class Reply:
     data: dict[str, Any]
 
 
-def read_reply(answer: Answer, what: str) -> Reply:
+def read_reply(
+    answer: Answer, what: str, *, unreadable: type[VendorError] = OutcomeUnknown
+) -> Reply:
     """The vendor's JSON answer, or the error its HTTP status implies.
 
     3xx (redirects are not followed) and 4xx other than 429 come from something in front
     of the API that turned the request away: not processed, so sent again with backoff
     (an attempt used; `failed` when they run out). 429 is a rate limit: wait for its
     Retry-After, no attempt used. 5xx, or a 200 we cannot read, may follow a processed
-    request: the outcome is unknown.
+    request: the outcome is unknown. A read API passes `unreadable` (its own error for a
+    200 we cannot read: nothing was changed, but nothing can be learnt from it either).
     """
     status = answer.status
     if status == 429:
@@ -113,10 +116,10 @@ def read_reply(answer: Answer, what: str) -> Reply:
     try:
         data = json.loads(answer.body.decode("utf-8"))
     except (ValueError, RecursionError):  # not JSON, not UTF-8, a 5000-digit number, nesting
-        raise OutcomeUnknown(f"{what}: unreadable answer (not JSON)") from None
+        raise unreadable(f"{what}: unreadable answer (not JSON)") from None
     errcode = _errcode(data.get("errcode") if isinstance(data, dict) else None)
     if errcode is None:
-        raise OutcomeUnknown(f"{what}: answer without a readable errcode")
+        raise unreadable(f"{what}: answer without a readable errcode")
     errmsg = data.get("errmsg", "")
     errmsg = redact_text(errmsg if isinstance(errmsg, str) else json.dumps(errmsg))
     return Reply(errcode, errmsg[:MAX_ERRMSG_CHARS], data)

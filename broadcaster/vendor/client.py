@@ -1,4 +1,5 @@
-"""WeibanClient: the token request and the create call over one pooled `httpx.Client`.
+"""WeibanClient: the token request, the create call and the list of created missions
+over one pooled `httpx.Client`.
 
 Every exchange ends by one deadline (`broadcaster/vendor/deadline.py`) and is sorted by
 `answers.py` into success or one `VendorError`. The access token travels in the query
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,6 +25,7 @@ from broadcaster.errors import (
     CredentialsRejected,
     OutcomeUnknown,
     TokenRejected,
+    VendorAnswerUnreadable,
     VendorError,
     VendorThrottled,
     VendorUnreachable,
@@ -44,15 +48,24 @@ from broadcaster.vendor.constants import (
     TOKEN_PATH,
 )
 from broadcaster.vendor.deadline import deadline_scope, deadline_transport
+from broadcaster.vendor.missions import (
+    MAX_PAGE_SIZE,
+    MAX_WINDOW_S,
+    RESULT_PATH,
+    MissionPage,
+    parse_mission_page,
+    utc_to_unix,
+)
 from broadcaster.vendor.tokens import TokenCache, TokenSeal
 
 log = structlog.get_logger("broadcaster.vendor")
+T = TypeVar("T")
 
 
 class WeibanClient:
-    """The vendor's two endpoints, each call bounded by one overall deadline.
+    """The vendor's endpoints (token, create, list), each call bounded by one deadline.
 
-    A create call, with the token fetch and the one repeat a 10001 allows, ends within
+    A create or list call, with the token fetch and the one repeat a 10001 allows, ends within
     `call_budget_s(timeout_s)`; each HTTP exchange within `timeout_s`. The in-flight slot's
     lease is longer than the budget (`slot_lease_s`), so a call never outlives its slot.
     """
@@ -92,14 +105,40 @@ class WeibanClient:
 
     def create_group_message(self, corp_id: str, body: str) -> None:
         """Create one mass-message task. Returns on errcode 0; raises a VendorError."""
+        self._with_token(corp_id, lambda token: self._post_create(token, body))
+
+    def list_missions(
+        self,
+        corp_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        limit: int = MAX_PAGE_SIZE,
+        offset: int = 0,
+        staff_ext_id: str | None = None,
+    ) -> MissionPage:
+        """One page of the missions the vendor created for the corp in [start, end]
+        (naive UTC; the vendor filters on each mission's send time). Raises a VendorError
+        as create does, and `VendorAnswerUnreadable` for an answer without a readable list.
+        Takes no quota slot: the caller holds one of `RESULT_API` around it."""
+        query = _list_query(start, end, limit, offset, staff_ext_id)
+        try:
+            return self._with_token(corp_id, lambda token: self._get_missions(token, query))
+        except VendorAnswerUnreadable as exc:
+            log.warning("mission_list_unreadable", corp_id=corp_id, reason=str(exc))
+            raise
+
+    def _with_token(self, corp_id: str, call: Callable[[str], T]) -> T:
+        """`call(token)` within one call's budget; on 10001 the token is replaced once
+        (single-flight across processes) and the call made again."""
         with deadline_scope(call_budget_s(self.timeout_s)):
             token = self._token(self.tokens.get, corp_id)
             try:
-                self._post_create(token, body)
+                return call(token)
             except TokenRejected:
                 log.info("token_rejected", corp_id=corp_id)
                 fresh = self._token(lambda corp: self.tokens.replace(corp, token), corp_id)
-                self._post_create(fresh, body)
+                return call(fresh)
 
     @staticmethod
     def _token(get: Callable[[str], str], corp_id: str) -> str:
@@ -111,14 +150,24 @@ class WeibanClient:
                 f"token cache (Redis) unreachable, not sent: {reason_of(exc)}"
             ) from None
 
-    def _exchange(self, what: str, path: str, content: bytes, **params: str) -> Answer:
-        """One POST, done within `timeout_s` (and the enclosing call's deadline)."""
+    def _exchange(
+        self,
+        method: str,
+        what: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+        unreadable: type[VendorError] = OutcomeUnknown,
+    ) -> Answer:
+        """One GET or POST, done within `timeout_s` (and the enclosing call's deadline).
+        An answer too large to read raises `unreadable`."""
         with deadline_scope(self.timeout_s):
             try:
-                with self.http.stream("POST", path, params=params, content=content) as response:
+                with self.http.stream(method, path, params=params, content=content) as response:
                     return Answer(response.status_code, response.headers, _read_capped(response))
             except _AnswerTooLarge:
-                raise OutcomeUnknown(
+                raise unreadable(
                     f"{what}: answer over {MAX_ANSWER_BYTES // 1024} KiB, not read"
                 ) from None
             except httpx.HTTPError as exc:
@@ -126,11 +175,26 @@ class WeibanClient:
 
     def _post_create(self, token: str, body: str) -> None:
         what = f"POST {CREATE_PATH}"
-        answer = self._exchange(what, CREATE_PATH, body.encode(), access_token=token)
+        params = {"access_token": token}
+        answer = self._exchange("POST", what, CREATE_PATH, params=params, content=body.encode())
         reply = read_reply(answer, what)
         error = classify_errcode(reply.errcode, reply.errmsg, what)
         if error is not None:
             raise error
+
+    def _get_missions(self, token: str, query: dict[str, str]) -> MissionPage:
+        what = f"GET {RESULT_PATH}"
+        params = {"access_token": token, **query}
+        unreadable = VendorAnswerUnreadable
+        answer = self._exchange("GET", what, RESULT_PATH, params=params, unreadable=unreadable)
+        reply = read_reply(answer, what, unreadable=unreadable)
+        error = classify_errcode(reply.errcode, reply.errmsg, what)
+        if error is not None:
+            raise error
+        try:
+            return parse_mission_page(reply.data)
+        except VendorAnswerUnreadable as exc:
+            raise VendorAnswerUnreadable(f"{what}: {exc}") from None
 
     def _fetch_token(self, corp_id: str) -> tuple[str, int]:
         """A new token. Any failure here means the create call was not sent: only a
@@ -140,7 +204,8 @@ class WeibanClient:
         what = f"POST {TOKEN_PATH} for corp {corp_id}"
         request = {"corp_id": corp_id, "secret": corp.secret.get_secret_value()}
         try:
-            reply = read_reply(self._exchange(what, TOKEN_PATH, json.dumps(request).encode()), what)
+            content = json.dumps(request).encode()
+            reply = read_reply(self._exchange("POST", what, TOKEN_PATH, content=content), what)
         except (VendorThrottled, VendorUnreachable):
             raise
         except VendorError as exc:  # asking for a token twice is harmless
@@ -166,6 +231,36 @@ class WeibanClient:
         return token, token_ttl_s(reply.data.get("expires_in"))
 
 
+def _list_query(
+    start: datetime, end: datetime, limit: int, offset: int, staff_ext_id: str | None
+) -> dict[str, str]:
+    """The list call's query (without the token); ValueError for a caller's mistake."""
+    if start.tzinfo is not None or end.tzinfo is not None:
+        raise ValueError("list_missions takes naive UTC datetimes")
+    start_s, end_s = utc_to_unix(start), utc_to_unix(end)
+    if not 0 < end_s - start_s <= MAX_WINDOW_S:
+        raise ValueError(f"the window must be 1 to {MAX_WINDOW_S} s long, is {end_s - start_s}")
+    if not _is_int(limit) or not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be 1 to {MAX_PAGE_SIZE}, is {limit!r}")
+    if not _is_int(offset) or offset < 0:
+        raise ValueError(f"offset must be 0 or more, is {offset!r}")
+    query = {
+        "start_time": str(start_s),
+        "end_time": str(end_s),
+        "limit": str(limit),
+        "offset": str(offset),
+    }
+    if staff_ext_id is not None:
+        if not staff_ext_id.strip():
+            raise ValueError("staff_ext_id, when given, must not be blank")
+        query["staff_ext_id"] = staff_ext_id
+    return query
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class _AnswerTooLarge(Exception):
     pass
 
@@ -184,8 +279,8 @@ def _read_capped(response: httpx.Response) -> bytes:
 
 
 def call_budget_s(timeout_s: float) -> float:
-    """How long one create call may take in all: two exchanges (a token fetch and the
-    create, or a create, a refresh after 10001 and the repeat, each within `timeout_s`
+    """How long one create (or list) call may take in all: two exchanges (a token fetch
+    and the call, or a call, a refresh after 10001 and the repeat, each within `timeout_s`
     but all within this)."""
     return 2 * timeout_s
 
