@@ -214,11 +214,9 @@ class SandboxState:
             error = self._admit(CREATE_API, corp, now)
             return (None, error) if error else (corp, None)
 
-    def finish_create(
-        self, corp: str, body: Any, *, received_at: float | None = None
-    ) -> dict[str, Any]:
+    def finish_create(self, corp: str, body: Any) -> dict[str, Any]:
         """Validate and record the message (the call was admitted); frees its slot."""
-        return self._create(corp, body, received_at, self._generation)
+        return self._create(corp, body, None, self._generation)
 
     def _create(
         self, corp: str, body: Any, received_at: float | None, generation: int
