@@ -22,6 +22,8 @@ from broadcaster.cli import jobs as jobs_cmds
 from broadcaster.cli import produce as produce_cmds
 from broadcaster.cli import services as service_cmds
 from broadcaster.cli import status as status_cmds
+from broadcaster.cli import tokens as tokens_cmds
+from broadcaster.cli import web as web_cmds
 from broadcaster.cli.context import CliContext
 from broadcaster.cli.render import plain
 from broadcaster.errors import BroadcasterError
@@ -37,10 +39,12 @@ app = typer.Typer(
 )
 app.add_typer(db_cmds.app, name="db")
 app.add_typer(jobs_cmds.app, name="jobs")
+app.add_typer(tokens_cmds.app, name="tokens")
 doctor_cmds.register(app)
 produce_cmds.register(app)
 service_cmds.register(app)
 status_cmds.register(app)
+web_cmds.register(app)
 
 
 @app.callback()

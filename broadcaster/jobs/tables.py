@@ -180,3 +180,17 @@ attempts = Table(
     Column("errcode", Integer, nullable=True),
     Column("error", Text, nullable=True),
 )
+
+# --- the web API's bearer tokens (issue 12), owned by `broadcaster tokens` ---
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True, comment="the operator's label"),
+    Column("key_id", Text, nullable=False, unique=True, comment="public part of the token"),
+    Column("token_hash", Text, nullable=False, comment="SHA-256 of the whole token, hex"),
+    Column("scope", Text, nullable=False, comment="read or write"),
+    Column("created_at", DateTime, nullable=False, server_default=utc_now()),
+    Column("revoked_at", DateTime, nullable=True),
+    CheckConstraint("scope IN ('read', 'write')", name="scope"),
+)

@@ -1,0 +1,54 @@
+"""The web service's own settings, read from the environment (WEB_*).
+
+Kept here for now rather than in `broadcaster.settings`: put them there (and so in `.env`)
+when the web service settles. Until then a WEB_* key in `.env` is refused by the main
+settings as unknown: set these in the environment.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from broadcaster.errors import SettingsError
+from broadcaster.settings import describe_validation_error
+
+MAX_BATCH = 1000
+"""Jobs in one POST, at most (all validated before any is written)."""
+
+
+class WebSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WEB_", extra="ignore", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="address to listen on")
+    port: int = Field(default=8080, ge=0, le=65535, description="port to listen on")
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="request bodies over this are refused with 413",
+    )
+    cors_origins: str = Field(
+        default="", description="comma-separated origins allowed by CORS; empty: CORS off"
+    )
+    metrics_cache_s: float = Field(
+        default=5.0, ge=0, le=3600, allow_inf_nan=False, description="table figures cached"
+    )
+    auth_fail_delay_s: float = Field(
+        default=0.2,
+        ge=0,
+        le=10,
+        allow_inf_nan=False,
+        description="first delay after a refused token from one address; doubles per "
+        "failure within a minute, capped at 5 s",
+    )
+
+    def origins(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+def load_web_settings(**overrides: object) -> WebSettings:
+    try:
+        return WebSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc, env_names=True)) from None

@@ -1,0 +1,149 @@
+"""What the API takes and gives. A job in a POST is the Python API's `JobRequest` (the same
+validation, the same rows), with times that must carry an offset."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, Discriminator, Field, Tag, field_validator
+
+from broadcaster.errors import InvalidPayload
+from broadcaster.jobs.states import JobStatus
+from broadcaster.produce.api import JobRequest
+from broadcaster.vendor.payload import parse_payload, split_audience
+from broadcaster.web.config import MAX_BATCH
+
+
+class BroadcastIn(JobRequest):
+    """One send: the vendor's body (`payload`) plus when, for whom and how. Unknown fields
+    are refused. An audience over 2000 groups becomes several jobs (keys `KEY#1`, …)."""
+
+    payload: dict[str, Any] = Field(
+        description="exactly the vendor's request body for customer_group_msg/add: name, "
+        "staff_ext_id_list, group_ext_id_list, create_staff_ext_id, text, attachments"
+    )
+    send_at: AwareDatetime | None = Field(
+        default=None, description="RFC 3339 with an offset (naive is refused); omitted: now"
+    )
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="RFC 3339 with an offset: not sent after this"
+    )
+    corp_id: str | None = Field(default=None, description="omitted: the default corp")
+    dedupe_key: str | None = Field(
+        default=None,
+        min_length=1,
+        description="unique; a replay with the same key and body answers the original "
+        "job(s). The Idempotency-Key header sets it for a single job.",
+    )
+
+    @field_validator("payload")
+    @classmethod
+    def _vendor_body(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """The vendor's schema checked here too, so one answer names every bad item
+        (`to_rows` checks again when it builds the rows: cheap next to the request)."""
+        for part in split_audience(value):
+            try:
+                parse_payload(part).to_vendor_json()
+            except InvalidPayload as exc:
+                raise ValueError(str(exc).removeprefix("payload invalid: ")) from None
+        return value
+
+
+def _shape(value: Any) -> str:
+    return "many" if isinstance(value, list) else "one"
+
+
+BroadcastBody = Annotated[
+    Annotated[BroadcastIn, Tag("one")]
+    | Annotated[list[BroadcastIn], Tag("many"), Field(min_length=1, max_length=MAX_BATCH)],
+    Discriminator(_shape),
+]
+"""One job, or a list of 1 to 1000 (all validated before any is written)."""
+
+
+class DeliveryOut(BaseModel):
+    """What the vendor's mission list says about the message (null until tracked)."""
+
+    vendor_mission_id: str | None = None
+    status: str | None = None
+    groups_reached: int | None = None
+    groups_unreached: int | None = None
+    staff_confirmed: int | None = None
+    staff_total: int | None = None
+    checked_at: datetime | None = None
+    note: str | None = None
+
+
+class JobOut(BaseModel):
+    id: int
+    status: str
+    corp_id: str | None
+    campaign: str | None
+    dedupe_key: str | None
+    priority: int | None
+    send_at: datetime | None
+    expires_at: datetime | None
+    max_attempts: int | None
+    attempts: int | None
+    not_before: datetime | None
+    sent_at: datetime | None
+    last_call_at: datetime | None
+    last_errcode: int | None
+    last_error: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    payload: Any = Field(description="the stored body: an object, or the text if not JSON")
+    delivery: DeliveryOut
+
+
+class AttemptOut(BaseModel):
+    attempt_no: int
+    started_at: datetime | None
+    duration_ms: int | None
+    outcome: str
+    errcode: int | None
+    error: str | None
+
+
+class JobDetail(JobOut):
+    attempt_history: list[AttemptOut]
+
+
+class ItemResult(BaseModel):
+    index: int = Field(description="the item's place in the request (0 for a single job)")
+    created: bool = Field(description="false: every job of it existed already (a replay)")
+    jobs: list[JobOut]
+
+
+class ScheduleOut(BaseModel):
+    items: list[ItemResult]
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: done")
+
+
+class CampaignOut(BaseModel):
+    name: str
+    total: int
+    by_status: dict[str, int]
+    by_delivery: dict[str, int] = Field(description="sent jobs by delivery status ('untracked')")
+
+
+class CampaignCancelled(BaseModel):
+    campaign: str
+    cancelled: int
+    left_sending: int = Field(description="already sending: cannot be taken back")
+
+
+class ResolveIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    decision: Literal["sent", "resend"] = Field(
+        description="sent: the message exists at the vendor; resend: it does not, send again"
+    )
+
+
+StatusFilter = JobStatus
