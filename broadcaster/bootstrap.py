@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cached_property
 from typing import TypeVar
 
 import redis
 from sqlalchemy import Engine
 
-from broadcaster.corps import CorpDirectory
+from broadcaster.corps import CorpDirectory, QuotaLimits
 from broadcaster.db import make_engine
 from broadcaster.jobs.store import JobStore
 from broadcaster.ops.readiness import check_schema, wait_for
 from broadcaster.quota.limiter import RedisQuota
+from broadcaster.reconcile.reconciler import PassLock, ReconcileConfig, Reconciler
 from broadcaster.redis_conn import connect, resolve_redis_url
 from broadcaster.settings import Settings
 from broadcaster.vendor import WeibanClient, slot_lease_s
@@ -79,6 +81,42 @@ class Bootstrap:
             slot_lease_s=slot_lease_s(settings.weiban_timeout_s),
             block_s=settings.weiban_block_s,
             block_max_s=settings.weiban_block_max_s,
+        )
+
+    @cached_property
+    def read_quota(self) -> RedisQuota:
+        """The list API's own bucket per corp, at DELIVERY_READ_SHARE of the corp's
+        limits: the rest stays for the corp's other apps reading the same API."""
+        settings = self.settings
+        share = settings.delivery_read_share
+
+        def limits(corp_id: str) -> QuotaLimits:
+            full = self.corps.limits(corp_id)
+            return replace(full, headroom=full.headroom * share)
+
+        return RedisQuota(
+            self.redis,
+            limits,
+            slot_lease_s=slot_lease_s(settings.weiban_timeout_s),
+            block_s=settings.weiban_block_s,
+            block_max_s=settings.weiban_block_max_s,
+        )
+
+    @cached_property
+    def reconciler(self) -> Reconciler:
+        settings = self.settings
+        config = ReconcileConfig(
+            on_ambiguous=settings.weiban_on_ambiguous,
+            after_s=settings.reconcile_after_s,
+            track_s=settings.delivery_track_s,
+        )
+        lease_s = max(600.0, 4 * settings.reconcile_interval_s)
+        return Reconciler(
+            self.store,
+            self.vendor,
+            self.read_quota,
+            config,
+            lock=PassLock(self.redis, lease_s=lease_s),
         )
 
     @cached_property

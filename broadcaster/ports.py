@@ -2,7 +2,8 @@
 
 `SchedulerService` and `Admission` need a `SchedulerStore`, a `Dispatch` and a
 `QuotaView`; `Sender` needs a `SendStore`, a `Quota` and a `Vendor`; the reconciler reads
-the vendor's created missions through a `MissionList`. Each has a real
+the vendor's created missions through a `MissionList` and settles jobs through a
+`ReconcileStore`. Each has a real
 implementation (`JobStore` on SQLite or PostgreSQL, `RedisQuota`, `Dispatcher`,
 `WeibanClient`) and a fake for unit tests; one contract test suite per seam runs against
 every implementation, so a fake cannot drift from what it stands in for.
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from broadcaster.jobs.policy import Decision
-    from broadcaster.jobs.store import ClaimResult, RecoveryResult, SendingJob
+    from broadcaster.jobs.states import JobStatus
+    from broadcaster.jobs.store import ClaimResult, Delivery, OpenJob, RecoveryResult, SendingJob
     from broadcaster.quota.limiter import Slot
     from broadcaster.vendor.missions import MissionPage
 
@@ -107,3 +109,23 @@ class MissionList(Protocol):
         offset: int = 0,
         staff_ext_id: str | None = None,
     ) -> MissionPage: ...
+
+
+class ReconcileStore(Protocol):
+    """What the reconciler asks of the job table (`jobs/store/reconcile.py`)."""
+
+    def unknown_to_settle(self, now: datetime, after_s: float, limit: int) -> list[OpenJob]: ...
+
+    def sent_to_track(self, now: datetime, track_s: float, limit: int) -> list[OpenJob]: ...
+
+    def settle_found(
+        self, job: OpenJob, delivery: Delivery, sent_at: datetime, now: datetime, evidence: str
+    ) -> bool: ...
+
+    def settle_absent(self, job: OpenJob, now: datetime, evidence: str) -> JobStatus | None: ...
+
+    def note_unsettled(self, job: OpenJob, now: datetime, reason: str) -> bool: ...
+
+    def record_delivery(self, job: OpenJob, delivery: Delivery, now: datetime) -> bool: ...
+
+    def note_delivery(self, job_ids: list[int], now: datetime, reason: str) -> int: ...

@@ -1,9 +1,10 @@
 """`broadcaster scheduler`: the claiming loop on APScheduler.
 
-Two jobs run on a BackgroundScheduler, while the calling thread waits on a stop Event:
-`claim` (tick) and `sweep` (lease recovery). The claim job re-arms itself after each run
-for the moment the next row falls due, capped by SCHEDULER_POLL_INTERVAL_S; on PostgreSQL
-a LISTEN thread pulls it forward to now.
+Three jobs run on a BackgroundScheduler, while the calling thread waits on a stop Event:
+`claim` (tick), `sweep` (lease recovery) and `reconcile` (settle `unknown` jobs and
+follow sent ones' delivery from the vendor's list, `broadcaster/reconcile/`). The claim
+job re-arms itself after each run for the moment the next row falls due, capped by
+SCHEDULER_POLL_INTERVAL_S; on PostgreSQL a LISTEN thread pulls it forward to now.
 
 APScheduler's defaults would drop work silently (`misfire_grace_time=1` skips a run that
 starts over a second late, e.g. after a GC pause or a slow database; `max_instances=1`
@@ -16,6 +17,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
+import redis
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -26,6 +28,7 @@ from broadcaster.broker.dispatch import Dispatcher, make_broker
 from broadcaster.db import is_sqlite
 from broadcaster.errors import BroadcasterError
 from broadcaster.ops.readiness import Stopped
+from broadcaster.reconcile.reconciler import Reconciler
 from broadcaster.redis_conn import stop_embedded_redis
 from broadcaster.settings import Settings
 from broadcaster.stopping import on_stop_signal
@@ -64,13 +67,20 @@ class _WakeLatch:
 
 
 class SchedulerRunner:
-    def __init__(self, service: SchedulerService, *, listen_engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        service: SchedulerService,
+        *,
+        listen_engine: Engine | None = None,
+        reconciler: Reconciler | None = None,
+    ) -> None:
         self.service = service
+        self.reconciler = reconciler
         self.stop = threading.Event()
         self.latch = _WakeLatch()
         self.aps = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(2)},
+            executors={"default": ThreadPoolExecutor(3)},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
         settings = service.settings
@@ -90,6 +100,14 @@ class SchedulerRunner:
             seconds=settings.scheduler_sweep_interval_s,
             next_run_time=datetime.now(UTC),
         )
+        if reconciler is not None:
+            self.aps.add_job(
+                self._reconcile,
+                "interval",
+                id="reconcile",
+                seconds=settings.reconcile_interval_s,
+                next_run_time=datetime.now(UTC),
+            )
         self.listener = (
             DueListener(listen_engine, self.wake, self.stop) if listen_engine is not None else None
         )
@@ -119,6 +137,13 @@ class SchedulerRunner:
         except BroadcasterError as exc:
             log.error("sweep_failed", error=str(exc))
 
+    def _reconcile(self) -> None:
+        assert self.reconciler is not None
+        try:
+            self.reconciler.run_pass()
+        except (BroadcasterError, redis.RedisError) as exc:
+            log.error("reconcile_failed", error=str(exc))
+
     def run(self) -> None:
         """Block until `shutdown()` (SIGTERM/SIGINT). A stop requested before or while
         starting is honoured too: it is an Event, not a call into a scheduler that may not
@@ -146,7 +171,11 @@ def build_runner(settings: Settings, stop: threading.Event) -> SchedulerRunner:
         settings,
         admission=Admission(settings, boot.corps, boot.quota),
     )
-    return SchedulerRunner(service, listen_engine=None if is_sqlite(boot.engine) else boot.engine)
+    return SchedulerRunner(
+        service,
+        listen_engine=None if is_sqlite(boot.engine) else boot.engine,
+        reconciler=boot.reconciler,
+    )
 
 
 def run_scheduler(settings: Settings) -> None:

@@ -21,7 +21,16 @@ app = typer.Typer(
 
 JOB_ID_ARG = typer.Argument(..., callback=int_range(JOB_ID), help="The job's id.")
 
-LIST_COLUMNS = ("id", "status", "corp_id", "campaign", "send_at", "attempts", "last_error")
+LIST_COLUMNS = (
+    "id",
+    "status",
+    "corp_id",
+    "campaign",
+    "send_at",
+    "attempts",
+    "delivery_status",
+    "last_error",
+)
 
 
 def _jsonable(row: Any) -> dict[str, Any]:
@@ -42,12 +51,20 @@ def list_jobs(
     status: JobStatus | None = typer.Option(None, "--status"),
     campaign: str | None = typer.Option(None, "--campaign"),
     corp: str | None = typer.Option(None, "--corp"),
+    delivery: str | None = typer.Option(
+        None,
+        "--delivery",
+        help="The mission's status at the vendor (waiting, completed, failed, ...), "
+        "or none: sent, no mission found yet.",
+    ),
     limit: int = typer.Option(50, "--limit", callback=int_range(LIMIT)),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The newest jobs, filtered."""
     cli: CliContext = ctx.obj
-    rows = cli.store.list_jobs(status=status, campaign=campaign, corp_id=corp, limit=limit)
+    rows = cli.store.list_jobs(
+        status=status, campaign=campaign, corp_id=corp, delivery=delivery, limit=limit
+    )
     if as_json:
         print_json(cli.console, [_jsonable(row) for row in rows])
         return

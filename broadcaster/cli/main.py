@@ -20,6 +20,7 @@ from broadcaster.cli import db as db_cmds
 from broadcaster.cli import doctor as doctor_cmds
 from broadcaster.cli import jobs as jobs_cmds
 from broadcaster.cli import produce as produce_cmds
+from broadcaster.cli import reconcile as reconcile_cmds
 from broadcaster.cli import services as service_cmds
 from broadcaster.cli import status as status_cmds
 from broadcaster.cli import tokens as tokens_cmds
@@ -42,6 +43,7 @@ app.add_typer(jobs_cmds.app, name="jobs")
 app.add_typer(tokens_cmds.app, name="tokens")
 doctor_cmds.register(app)
 produce_cmds.register(app)
+reconcile_cmds.register(app)
 service_cmds.register(app)
 status_cmds.register(app)
 web_cmds.register(app)

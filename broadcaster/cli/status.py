@@ -48,6 +48,8 @@ def render(report: dict[str, Any]) -> Group:
         Text("total", style="bold"), "", *(str(report["totals"].get(s, "")) for s in statuses)
     )
     parts: list[Any] = [table]
+    if any(group["delivery"] for group in report["groups"]):
+        parts.append(_delivery_table(report["groups"]))
     quota = report["quota"]
     if "error" in quota:
         parts.append(Text.assemble("quota: ", literal(quota["error"])))
@@ -84,11 +86,48 @@ def render(report: dict[str, Any]) -> Group:
     ]
     if report["awaiting_decision"]:
         lines.append(
-            f"{report['awaiting_decision']} unknown jobs await a decision: "
-            "broadcaster jobs list --status unknown"
+            f"{report['awaiting_decision']} unknown jobs not settled yet "
+            "(broadcaster jobs list --status unknown):"
         )
     parts.append(Text("\n".join(lines)))
+    for reason in report["unknown_reasons"]:
+        parts.append(
+            Text.assemble(f"  {reason['jobs']} × ", literal(reason["reason"] or "(no reason yet)"))
+        )
     return Group(*parts)
+
+
+def _delivery_table(groups: list[dict[str, Any]]) -> Table:
+    """What happened after the vendor accepted: missions found in its list, staff who
+    confirmed them in WeCom, groups reached (DESIGN §9)."""
+    table = Table(
+        "corp",
+        "campaign",
+        "sent",
+        "missions found",
+        "confirmed by staff",
+        "groups reached",
+        "groups not reached",
+        "completed",
+        "failed",
+        title="delivery (from the vendor's list)",
+    )
+    for group in groups:
+        d = group["delivery"]
+        if not d:
+            continue
+        table.add_row(
+            literal(group["corp_id"], one_line=True),
+            literal(group["campaign"], one_line=True),
+            str(d["sent"]),
+            str(d["missions"]),
+            f"{d['staff_confirmed']}/{d['staff_asked']}",
+            str(d["groups_reached"]),
+            str(d["groups_not_reached"]),
+            str(d["completed"]),
+            str(d["failed"]),
+        )
+    return table
 
 
 def status(

@@ -40,8 +40,9 @@ CANCELLABLE_STATUSES = frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED, JobStat
 
 class Outcome(StrEnum):
     """What one delivery of a `send_broadcast` message came to. The first nine are what a
-    vendor call ended with, stored in `broadcast_attempts.outcome` (see `delivery.py` for
-    what each does to the job); the values are stored text and must never change."""
+    vendor call ended with, stored in `broadcast_attempts.outcome` (see `policy.py` for
+    what each does to the job), then two the reconciler records; the values are stored
+    text and must never change."""
 
     SENT = "sent"
     """errcode 0: the message exists at the vendor."""
@@ -62,6 +63,11 @@ class Outcome(StrEnum):
     """HTTP 429: turned away unprocessed."""
     CREDENTIALS = "credentials"
     """The token API refused the corp's credentials."""
+    # Recorded by the reconciler (no vendor call): what the list said of an `unknown` job.
+    FOUND = "found"
+    """The vendor's list holds the job's mission: the ambiguous call did create it."""
+    ABSENT = "absent"
+    """The list, read to its end, holds no mission of the job: it is sent again."""
     # Returned by `Sender.send` only; no vendor call was made, nothing is stored.
     IGNORED = "ignored"
     """The message was stale or a duplicate delivery: the job was not `queued` (or another

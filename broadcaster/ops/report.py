@@ -37,13 +37,31 @@ def collect(store: JobStore, corps: CorpDirectory, quota: RedisQuota | str) -> d
         corp_ids.add(corp)
         groups[(corp, row.campaign or "")][row.status] = row.n
         totals[row.status] += row.n
+    delivery = {
+        (row.corp_id or store.default_corp or "(default)", row.campaign or ""): {
+            "sent": row.sent,
+            "missions": row.missions,
+            "staff_confirmed": row.confirmed,
+            "staff_asked": row.staff,
+            "groups_reached": row.reached,
+            "groups_not_reached": row.unreached,
+            "completed": row.completed,
+            "failed": row.failed,
+        }
+        for row in store.delivery_counts()
+    }
     oldest_due = store.oldest_due(now)
     lateness = store.lateness_s(now - timedelta(hours=1))
     return {
         "now": now.isoformat(),
         "totals": dict(totals),
         "groups": [
-            {"corp_id": corp, "campaign": campaign, "counts": counts}
+            {
+                "corp_id": corp,
+                "campaign": campaign,
+                "counts": counts,
+                "delivery": delivery.get((corp, campaign)),
+            }
             for (corp, campaign), counts in sorted(groups.items())
         ],
         "oldest_due": oldest_due.isoformat() if oldest_due else None,
@@ -54,6 +72,11 @@ def collect(store: JobStore, corps: CorpDirectory, quota: RedisQuota | str) -> d
             "p99": _round(percentile(lateness, 0.99)),
         },
         "awaiting_decision": totals.get(JobStatus.UNKNOWN, 0),
+        "unknown_reasons": [
+            {"reason": row.last_error, "jobs": row.n} for row in store.unknown_reasons()
+        ]
+        if totals.get(JobStatus.UNKNOWN)
+        else [],
         "quota": _quota_view(sorted(corp_ids), corps, quota),
     }
 

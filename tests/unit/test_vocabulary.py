@@ -40,6 +40,8 @@ def test_outcomes_keep_the_text_stored_in_broadcast_attempts() -> None:
         "blocked",
         "throttled",
         "credentials",
+        "found",
+        "absent",
         "ignored",
         "quota_wait",
     ]

@@ -21,11 +21,12 @@ from broadcaster.jobs.store.base import (
 from broadcaster.jobs.store.claim import ClaimStore
 from broadcaster.jobs.store.insert import COPY_THRESHOLD, STAGED_COLUMNS, InsertStore
 from broadcaster.jobs.store.operate import OperatorStore
+from broadcaster.jobs.store.reconcile import Delivery, OpenJob, ReconcileStore
 from broadcaster.jobs.store.send import SendingStore
 from broadcaster.jobs.store.views import ReportStore
 
 
-class JobStore(InsertStore, ClaimStore, SendingStore, OperatorStore, ReportStore):
+class JobStore(InsertStore, ClaimStore, SendingStore, OperatorStore, ReportStore, ReconcileStore):
     """Every read and write of `broadcast_jobs` and `broadcast_attempts`, for the callers
     that need them all (the CLI, the demo). The scheduler and a worker depend only on
     their own narrow view of it (`broadcaster.ports`); each part lives in its own module
@@ -40,10 +41,13 @@ __all__ = [
     "ClaimResult",
     "ClaimStore",
     "ClaimedJob",
+    "Delivery",
     "InsertResult",
     "InsertStore",
     "JobStore",
+    "OpenJob",
     "OperatorStore",
+    "ReconcileStore",
     "RecoveryResult",
     "ReportStore",
     "RowsRefused",

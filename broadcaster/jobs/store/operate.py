@@ -88,9 +88,16 @@ class OperatorStore(StoreBase):
         status: str | None = None,
         campaign: str | None = None,
         corp_id: str | None = None,
+        delivery: str | None = None,
         limit: int = 50,
     ) -> list[Row[Any]]:
+        """The newest jobs, filtered; `delivery` is a mission status as the vendor reports
+        it (`waiting`, `completed`, ...) or `none` for sent jobs with no mission found."""
         query = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if delivery == "none":
+            query = query.where(jobs.c.status == "sent", jobs.c.delivery_status.is_(None))
+        elif delivery:
+            query = query.where(jobs.c.delivery_status == delivery)
         if status:
             query = query.where(jobs.c.status == status)
         if campaign:

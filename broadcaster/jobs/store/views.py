@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, case, func, select
 
 from broadcaster.jobs.screening import read_time
 from broadcaster.jobs.states import JobStatus, Outcome
@@ -47,6 +47,42 @@ class ReportStore(StoreBase):
             select(jobs.c.corp_id, jobs.c.campaign, jobs.c.status, func.count().label("n"))
             .group_by(jobs.c.corp_id, jobs.c.campaign, jobs.c.status)
             .order_by(jobs.c.corp_id, jobs.c.campaign, jobs.c.status)
+        )
+        with self._begin() as connection:
+            return list(connection.execute(query).all())
+
+    def delivery_counts(self) -> list[Row[Any]]:
+        """Per (corp_id, campaign), over sent jobs: missions matched, staff who confirmed
+        (of those asked), groups reached and not, missions that ended badly."""
+        bad = jobs.c.delivery_status.in_(["failed", "create_failed", "canceled"])
+        query = (
+            select(
+                jobs.c.corp_id,
+                jobs.c.campaign,
+                func.count().label("sent"),
+                func.count(jobs.c.vendor_mission_id).label("missions"),
+                func.coalesce(func.sum(jobs.c.delivery_staff_confirmed), 0).label("confirmed"),
+                func.coalesce(func.sum(jobs.c.delivery_staff_total), 0).label("staff"),
+                func.coalesce(func.sum(jobs.c.delivery_groups_reached), 0).label("reached"),
+                func.coalesce(func.sum(jobs.c.delivery_groups_unreached), 0).label("unreached"),
+                func.count(case((jobs.c.delivery_status == "completed", 1))).label("completed"),
+                func.count(case((bad, 1))).label("failed"),
+            )
+            .where(jobs.c.status == JobStatus.SENT)
+            .group_by(jobs.c.corp_id, jobs.c.campaign)
+            .order_by(jobs.c.corp_id, jobs.c.campaign)
+        )
+        with self._begin() as connection:
+            return list(connection.execute(query).all())
+
+    def unknown_reasons(self, limit: int = 5) -> list[Row[Any]]:
+        """Why `unknown` jobs are still unknown (the reconciler's notes), most common first."""
+        query = (
+            select(jobs.c.last_error, func.count().label("n"))
+            .where(jobs.c.status == JobStatus.UNKNOWN)
+            .group_by(jobs.c.last_error)
+            .order_by(func.count().desc())
+            .limit(limit)
         )
         with self._begin() as connection:
             return list(connection.execute(query).all())
