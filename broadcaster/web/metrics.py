@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
@@ -31,7 +32,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, and_, case, func, literal_column, select
+from sqlalchemy import Connection, Engine, and_, case, func, literal_column, select
 from sqlalchemy.sql.elements import ColumnElement
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -76,72 +77,138 @@ def _seconds_between(later: Any, earlier: Any, dialect: str) -> ColumnElement[An
     return func.extract("epoch", later - earlier)
 
 
-def _histogram(
-    engine: Engine, value: ColumnElement[Any], where: Any, bounds: Iterable[float], join: Any = None
-) -> Histo:
-    bounds = list(bounds)
-    columns = [func.count().label("n"), func.coalesce(func.sum(value), 0).label("total")]
-    columns += [
-        func.coalesce(func.sum(case((value <= bound, 1), else_=0)), 0).label(f"b{i}")
-        for i, bound in enumerate(bounds)
+@dataclass
+class AttemptTotals:
+    """Counts over a range of `broadcast_attempts` rows (which are never updated)."""
+
+    calls: dict[tuple[str, str], int] = field(default_factory=dict)
+    call: list[float] = field(default_factory=lambda: [0.0] * (len(CALL_BUCKETS_S) + 2))
+    late: list[float] = field(default_factory=lambda: [0.0] * (len(LATENESS_BUCKETS_S) + 2))
+
+    def plus(self, other: AttemptTotals) -> AttemptTotals:
+        calls = dict(self.calls)
+        for key, n in other.calls.items():
+            calls[key] = calls.get(key, 0) + n
+        return AttemptTotals(
+            calls,
+            [a + b for a, b in zip(self.call, other.call, strict=True)],
+            [a + b for a, b in zip(self.late, other.late, strict=True)],
+        )
+
+
+def _sums(
+    connection: Connection,
+    value: ColumnElement[Any],
+    where: Any,
+    bounds: Iterable[float],
+    join: Any = None,
+) -> list[float]:
+    """[count <= each bound ..., count, sum]."""
+    columns: list[ColumnElement[Any]] = [
+        func.coalesce(func.sum(case((value <= bound, 1), else_=0)), 0) for bound in bounds
     ]
+    columns += [func.count(), func.coalesce(func.sum(value), 0)]
     query = select(*columns).where(where)
     if join is not None:
         query = query.select_from(join)
-    with engine.begin() as connection:
-        row = connection.execute(query).one()
-    buckets = [(repr(bound), float(row[i + 2])) for i, bound in enumerate(bounds)]
-    buckets.append(("+Inf", float(row.n)))
-    return Histo(buckets, float(row.total or 0))
+    return [float(v or 0) for v in connection.execute(query).one()]
 
 
-def read_figures(boot: Bootstrap) -> Figures:
+def read_attempts(
+    connection: Connection, dialect: str, after: int, up_to: int | None
+) -> AttemptTotals:
+    """The attempts with `after < id <= up_to` (no upper bound if None), counted."""
+    where = attempts.c.id > after
+    if up_to is not None:
+        where = and_(where, attempts.c.id <= up_to)
+    calls = (
+        select(attempts.c.outcome, attempts.c.errcode, func.count().label("n"))
+        .where(where)
+        .group_by(attempts.c.outcome, attempts.c.errcode)
+    )
+    totals = AttemptTotals()
+    totals.calls = {
+        (r.outcome, "" if r.errcode is None else str(r.errcode)): r.n
+        for r in connection.execute(calls)
+    }
+    totals.call = _sums(
+        connection,
+        attempts.c.duration_ms / literal_column("1000.0"),
+        and_(where, attempts.c.duration_ms.is_not(None)),
+        CALL_BUCKETS_S,
+    )
+    totals.late = _sums(
+        connection,
+        _seconds_between(attempts.c.started_at, jobs.c.send_at, dialect),
+        and_(where, attempts.c.outcome == Outcome.SENT.value),
+        LATENESS_BUCKETS_S,
+        join=attempts.join(jobs, jobs.c.id == attempts.c.job_id),
+    )
+    return totals
+
+
+def _histo(sums: list[float], bounds: Iterable[float]) -> Histo:
+    *below, count, total = sums
+    buckets = [(repr(bound), n) for bound, n in zip(bounds, below, strict=True)]
+    return Histo([*buckets, ("+Inf", count)], total)
+
+
+SETTLE_S = 600.0
+"""Attempts that started longer ago than this are counted once and kept: their rows were
+committed long since (ids are handed out before commit, so a recent id range may still
+gain a row). Only the last ten minutes are read again at each refresh."""
+
+
+class AttemptCounter:
+    """Running totals over `broadcast_attempts`: the first read scans the table, later ones
+    only the rows added since (by id) plus the unsettled tail."""
+
+    def __init__(self) -> None:
+        self.settled = AttemptTotals()
+        self.settled_up_to = 0
+
+    def read(self, engine: Engine, now: datetime) -> AttemptTotals:
+        dialect = engine.dialect.name
+        with engine.begin() as connection:
+            settle_to = connection.execute(
+                select(func.max(attempts.c.id)).where(
+                    attempts.c.id > self.settled_up_to,
+                    attempts.c.started_at < now - timedelta(seconds=SETTLE_S),
+                )
+            ).scalar()
+            if settle_to is not None:
+                more = read_attempts(connection, dialect, self.settled_up_to, settle_to)
+                self.settled = self.settled.plus(more)
+                self.settled_up_to = settle_to
+            tail = read_attempts(connection, dialect, self.settled_up_to, None)
+        return self.settled.plus(tail)
+
+
+def read_figures(boot: Bootstrap, counter: AttemptCounter | None = None) -> Figures:
     started = time.perf_counter()
     figures = Figures()
     store = boot.store
     engine = store.engine
-    dialect = engine.dialect.name
     default = store.default_corp or "(default)"
-    figures.jobs = [
-        (row.corp_id or default, row.campaign or "", row.status, row.n)
-        for row in store.status_counts()
-    ]
-    delivery = (
-        select(
-            jobs.c.corp_id,
-            jobs.c.campaign,
-            jobs.c.delivery_status,
-            func.count().label("n"),
-        )
-        .where(jobs.c.status == JobStatus.SENT.value)
-        .group_by(jobs.c.corp_id, jobs.c.campaign, jobs.c.delivery_status)
-    )
-    calls = select(attempts.c.outcome, attempts.c.errcode, func.count().label("n")).group_by(
-        attempts.c.outcome, attempts.c.errcode
-    )
+    grouped = select(
+        jobs.c.corp_id, jobs.c.campaign, jobs.c.status, jobs.c.delivery_status, func.count()
+    ).group_by(jobs.c.corp_id, jobs.c.campaign, jobs.c.status, jobs.c.delivery_status)
+    by_status: dict[tuple[str, str, str], int] = {}
+    by_delivery: dict[tuple[str, str, str], int] = {}
     with engine.begin() as connection:
-        figures.delivery = [
-            (r.corp_id or default, r.campaign or "", r.delivery_status or "untracked", r.n)
-            for r in connection.execute(delivery)
-        ]
-        figures.calls = [
-            (r.outcome, "" if r.errcode is None else str(r.errcode), r.n)
-            for r in connection.execute(calls)
-        ]
-    figures.call_seconds = _histogram(
-        engine,
-        attempts.c.duration_ms / literal_column("1000.0"),
-        attempts.c.duration_ms.is_not(None),
-        CALL_BUCKETS_S,
-    )
-    figures.lateness = _histogram(
-        engine,
-        _seconds_between(attempts.c.started_at, jobs.c.send_at, dialect),
-        attempts.c.outcome == Outcome.SENT.value,
-        LATENESS_BUCKETS_S,
-        join=attempts.join(jobs, and_(jobs.c.id == attempts.c.job_id)),
-    )
+        for corp, campaign, status, delivery, n in connection.execute(grouped):
+            key = (corp or default, campaign or "")
+            by_status[(*key, status)] = by_status.get((*key, status), 0) + n
+            if status == JobStatus.SENT.value:
+                state = (*key, delivery or "untracked")
+                by_delivery[state] = by_delivery.get(state, 0) + n
+    figures.jobs = [(*key, n) for key, n in sorted(by_status.items())]
+    figures.delivery = [(*key, n) for key, n in sorted(by_delivery.items())]
     now = utcnow()
+    totals = (counter or AttemptCounter()).read(engine, now)
+    figures.calls = [(*key, n) for key, n in sorted(totals.calls.items())]
+    figures.call_seconds = _histo(totals.call, CALL_BUCKETS_S)
+    figures.lateness = _histo(totals.late, LATENESS_BUCKETS_S)
     oldest = store.oldest_due(now)
     figures.behind_s = (now - oldest).total_seconds() if oldest else 0.0
     figures.table_ok = True
@@ -180,6 +247,7 @@ class TableCollector(Collector):
         self._figures: Figures | None = None
         self._read_at = float("-inf")
         self._lock = threading.Lock()
+        self._attempts = AttemptCounter()
 
     def figures(self) -> Figures:
         fresh = time.monotonic() - self._read_at < self.cache_s
@@ -189,7 +257,7 @@ class TableCollector(Collector):
             return self._figures or Figures()  # another scrape is refreshing
         try:
             try:
-                self._figures = read_figures(self.boot)
+                self._figures = read_figures(self.boot, self._attempts)
             except Exception as exc:  # any failure: figures marked down, never a 500
                 log.warning("metrics_table_unavailable", error=str(exc))
                 self._figures = Figures()
