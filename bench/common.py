@@ -38,8 +38,9 @@ def redis_url() -> str:
     return url
 
 
-def fresh_database(kind: str) -> str:
-    """An empty migrated database: PostgreSQL `broadcaster_bench`, or a temp SQLite file."""
+def fresh_database(kind: str, name: str = BENCH_DB) -> str:
+    """An empty migrated database: PostgreSQL `name` (dropped first), or a temp SQLite
+    file. A bench that may run beside the others passes a name of its own."""
     if kind == "sqlite":
         path = Path(tempfile.mkdtemp(prefix="broadcaster-bench-")) / "bench.db"
         url = f"sqlite:///{path}"
@@ -49,10 +50,10 @@ def fresh_database(kind: str) -> str:
             raise SystemExit("no PostgreSQL: set BENCH_PG_URL")
         admin = make_engine(base, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
-            connection.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
-            connection.execute(text(f"CREATE DATABASE {BENCH_DB}"))
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            connection.execute(text(f"CREATE DATABASE {name}"))
         admin.dispose()
-        url = make_url(base).set(database=BENCH_DB).render_as_string(hide_password=False)
+        url = make_url(base).set(database=name).render_as_string(hide_password=False)
     engine = make_engine(url)
     migrate.upgrade(engine)
     engine.dispose()

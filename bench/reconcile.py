@@ -4,8 +4,9 @@ in the same run; with and without other apps' missions in the same list.
 
     .venv/bin/python -m bench.reconcile [--quick] [--jobs N] [--noise 0.5] [--db postgresql]
 
-For each noise level, on a fresh database, a fresh sandbox (over HTTP, quota lifted,
-`--latency-ms` a call) and Redis DB 14 (flushed; BENCH_REDIS_URL names the server):
+For each noise level, on a fresh database (a temp SQLite file, or PostgreSQL
+`broadcaster_bench_reconcile`), a fresh sandbox (over HTTP, quota lifted, `--latency-ms` a
+call) and Redis DB 14 (flushed; BENCH_REDIS_URL names the server):
 1. N jobs are scheduled, claimed and sent through the worker's own body (`Sender`, 8
    threads), while another app of the same corp creates `noise` × N missions at the same
    times over the sandbox's create endpoint (other names);
@@ -52,6 +53,8 @@ from worker.sender import Sender
 CORP = "corp-a"
 REDIS_DB = 14
 """Not the other benches' DB 5 (nor the tests' 9): this bench can run beside them."""
+PG_DATABASE = "broadcaster_bench_reconcile"
+"""Nor their PostgreSQL database, which each of them drops when it starts."""
 THREADS = 8
 
 
@@ -89,7 +92,7 @@ class Run:
         ).start()
         self.settings = load_settings(
             _env_file=None,
-            database_url=fresh_database(kind),
+            database_url=fresh_database(kind, PG_DATABASE),
             redis_url=bench_redis_url(),
             weiban_base_url=self.sandbox.url,
             weiban_corp_id=CORP,
