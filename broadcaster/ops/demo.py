@@ -5,18 +5,40 @@ sandbox at Weiban's real quota shape (600 calls/min, 4 in flight) with its block
 scaled from 60 s to 10 s so the run takes about a minute, the scheduler and two worker
 processes. It schedules a campaign over two corps (the second keeping half its quota for
 its other apps), some due now and some over the next seconds, plus two broken rows
-written by plain SQL, and injects one vendor block half way. It shows progress live and
-ends with a summary, exiting 0 only when the run kept every promise:
+written by plain SQL, and injects one vendor block half way.
+
+Delivery truth (issue 11): it also injects three ambiguous calls, two at the start (one
+answered 5xx before the vendor created anything, one the vendor creates and then never
+answers) and one more when the block starts. Each leaves its job `unknown`; with the
+demo's short call budget (WEIBAN_TIMEOUT_S 2 s, so RECONCILE_AFTER_S 10 s) the
+reconciler, running every second on the scheduler, settles them from the vendor's list
+within the run: found -> `sent` with its mission, absent -> sent again. The sandbox plays
+the staff (each confirms a few seconds after the message is created, a small share never
+does, a few missions fail), and the reconciler follows every sent job's mission to the
+groups it reached. The demo waits for the last confirmations before its summary.
+
+It shows progress live (and a line as each ambiguous job is settled) and ends with a
+summary, delivery per corp included, exiting 0 only when the run kept every promise:
 
 - every good job sent exactly once (counted at the vendor), the broken rows `failed`
   with their reasons;
+- every ambiguous job settled `sent`: a found one at the very mission its call created,
+  a resent one created once;
 - the block obeyed: no call reached the vendor while it lasted, and sending resumed;
-- no 10052/10053 caused by us apart from the injected block.
+- no 10052/10053 caused by us apart from the injected block;
+- delivery known: at least 95% of sent jobs carry their mission, and groups were reached.
+
+Stored text: the demo shows job ids, statuses and counts from the database, but names,
+corps and mission ids from its own requests and its in-process sandbox (a found job's
+mission is cross-checked with the database). The one stored text it prints, the reasons
+of failed rows, goes out as a rich `Text`, never markup (`broadcaster.cli.render` would
+also escape control characters, but the core may not import the CLI).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import threading
@@ -27,6 +49,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -36,10 +59,10 @@ from sqlalchemy import text
 
 from broadcaster import migrate
 from broadcaster.bootstrap import Bootstrap
-from broadcaster.jobs.states import PENDING_STATUSES, SETTLED_STATUSES, JobStatus
+from broadcaster.jobs.states import FINAL_STATUSES, PENDING_STATUSES, JobStatus, Outcome
 from broadcaster.jobs.store import JobStore
 from broadcaster.logs import configure_logging
-from broadcaster.ops.report import percentile
+from broadcaster.ops.report import collect, percentile
 from broadcaster.produce.api import schedule_many
 from broadcaster.redis_conn import start_embedded_redis, stop_embedded_redis
 from broadcaster.settings import Settings, load_settings
@@ -56,6 +79,24 @@ CORPS = {
 PER_MINUTE = 600
 STAGGER_S = 20.0
 TIMEOUT_S = 110.0
+# Delivery truth, on the demo's short clock.
+CALL_TIMEOUT_S = 2.0  # WEIBAN_TIMEOUT_S: a call with no answer by then is ambiguous
+RECONCILE_AFTER_S = 10.0  # must exceed 2 x CALL_TIMEOUT_S + 5 (settings enforce it)
+RECONCILE_INTERVAL_S = 1.0
+CONFIRM_AFTER_S = 3.0  # the sandbox's staff confirm a message this long after creation
+NEVER_CONFIRM_SHARE = 0.05
+FAIL_SHARE = 0.01
+MIN_MISSION_SHARE = 0.95
+
+
+@dataclass
+class Followed:
+    """A job an ambiguous call left `unknown`, followed until the reconciler settles it."""
+
+    job_id: int
+    name: str
+    stage: str = "unknown"  # unknown -> found | resending -> sent; or failed
+    mission: str = ""  # as the sandbox knows it
 
 
 @dataclass
@@ -66,11 +107,16 @@ class DemoRun:
     bad_ids: list[int] = field(default_factory=list)
     block_injected_at: float | None = None
     started: float = field(default_factory=time.time)
+    followed: dict[int, Followed] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+    """What the reconciler settled, one line each, as the live view shows it."""
 
 
 def run_demo(console: Console, *, keep: bool) -> bool:
     """Run the demo; True when every promise held."""
     configure_logging("ERROR", "console")  # the live view is the output
+    # A pass still reading when the next is due is skipped (by design): not news here.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     workdir = Path.cwd() if keep else Path(tempfile.mkdtemp(prefix="broadcaster-demo-"))
     database = workdir / "broadcaster-demo.db"
     for stale in workdir.glob("broadcaster-demo.db*"):
@@ -86,6 +132,9 @@ def run_demo(console: Console, *, keep: bool) -> bool:
                 latency_ms=40,
                 block_s=BLOCK_S,
                 secrets={corp: spec[0] for corp, spec in CORPS.items()},
+                confirm_after_s=CONFIRM_AFTER_S,
+                never_confirm_share=NEVER_CONFIRM_SHARE,
+                fail_share=FAIL_SHARE,
             )
         ).start()
         cleanup.callback(sandbox.stop)
@@ -100,13 +149,23 @@ def run_demo(console: Console, *, keep: bool) -> bool:
             f"[bold]broadcaster demo[/]: sandbox Weiban at {sandbox.url}, {PER_MINUTE} calls/min "
             f"and 4 in flight per corp (Weiban's real limits); its block window is scaled from "
             f"60 s to {BLOCK_S:.0f} s so the demo takes about a minute.\n"
-            f"corp-b keeps half of its quota for its other apps (headroom 0.5)."
+            f"corp-b keeps half of its quota for its other apps (headroom 0.5).\n"
+            f"Ambiguous calls: the first one is answered 5xx before the vendor creates "
+            f"anything, the second is created and never answered, a third like it comes with "
+            f"the block. Calls have {CALL_TIMEOUT_S:g} s; the reconciler settles such jobs "
+            f"from the vendor's list {RECONCILE_AFTER_S:g} s after their call.\n"
+            f"The sandbox plays the staff: each confirms a message in WeCom "
+            f"{CONFIRM_AFTER_S:g} s after it is created, {NEVER_CONFIRM_SHARE:.0%} never do, "
+            f"{FAIL_SHARE:.0%} of missions fail."
         )
         run = DemoRun()
         _schedule_campaign(store, run)
+        sandbox.state.faults.hang_s = CALL_TIMEOUT_S + 1
+        sandbox.state.faults.http_5xx = 1
+        sandbox.state.faults.hang_after_create = 1
         _start_service(settings, cleanup)
         _watch(console, store, sandbox, run)
-        ok = _summarise(console, store, sandbox, run)
+        ok = _summarise(console, store, boot, sandbox, run)
         store.engine.dispose()
     if keep:
         console.print(f"database kept: DATABASE_URL=sqlite:///{database} broadcaster status")
@@ -135,6 +194,10 @@ def _demo_settings(workdir: Path, database: Path, redis_url: str, vendor_url: st
         weiban_secret=CORPS["corp-a"][0],
         weiban_corps_file=corps_file,
         weiban_block_s=BLOCK_S,
+        weiban_timeout_s=CALL_TIMEOUT_S,
+        weiban_on_ambiguous="reconcile",
+        reconcile_after_s=RECONCILE_AFTER_S,
+        reconcile_interval_s=RECONCILE_INTERVAL_S,
         scheduler_poll_interval_s=0.05,
         scheduler_sweep_interval_s=1,
         log_level="ERROR",
@@ -193,22 +256,34 @@ def _start_service(settings: Settings, cleanup: ExitStack) -> None:
 
 
 def _watch(console: Console, store: JobStore, sandbox: SandboxServer, run: DemoRun) -> None:
+    """Live progress until every job is final, every sent job's mission is known and the
+    last ones had time to be confirmed (or the deadline)."""
     deadline = time.time() + TIMEOUT_S
     total = len(run.names) + len(run.bad_ids)
     with Live(console=console, refresh_per_second=4, transient=False) as live:
         while time.time() < deadline:
             counts = _counts_by_corp(store)
-            created = sandbox.state.stats()["created"]
-            if run.block_injected_at is None and created >= len(run.names) // 2:
+            delivery = _delivery_by_corp(store)
+            created = sandbox.state.created_list()
+            if run.block_injected_at is None and len(created) >= len(run.names) // 2:
                 sandbox.state.faults.force_10053 = 1
+                sandbox.state.faults.hang_after_create += 1  # the third ambiguous call
                 run.block_injected_at = time.time()
-            live.update(_progress_view(counts, sandbox, run))
-            finished = sum(
-                n for corp in counts.values() for s, n in corp.items() if s in SETTLED_STATUSES
+            _follow_ambiguous(store, created, run)
+            live.update(_progress_view(counts, delivery, created, run))
+            final = sum(
+                n for corp in counts.values() for s, n in corp.items() if s in FINAL_STATUSES
             )
-            if finished >= total:
+            sent = sum(corp[JobStatus.SENT] for corp in counts.values())
+            missions = sum(corp["missions"] for corp in delivery.values())
+            last_created = max((m["created_at"] for m in created), default=time.time())
+            confirmed_by_now = (
+                time.time() > last_created + CONFIRM_AFTER_S + 2 * RECONCILE_INTERVAL_S
+            )
+            if final >= total and missions >= sent and confirmed_by_now:
                 break
             time.sleep(0.25)
+    console.print()
 
 
 def _counts_by_corp(store: JobStore) -> dict[str, Counter[str]]:
@@ -218,25 +293,93 @@ def _counts_by_corp(store: JobStore) -> dict[str, Counter[str]]:
     return counts
 
 
-def _progress_view(counts: dict[str, Counter[str]], sandbox: SandboxServer, run: DemoRun) -> Group:
+def _delivery_by_corp(store: JobStore) -> dict[str, Counter[str]]:
+    """Per corp, over sent jobs: missions found in the vendor's list, groups reached."""
+    delivery: dict[str, Counter[str]] = {}
+    for row in store.delivery_counts():
+        corp = delivery.setdefault(row.corp_id or "corp-a", Counter())
+        corp["missions"] += row.missions
+        corp["reached"] += row.reached
+    return delivery
+
+
+def _follow_ambiguous(store: JobStore, created: list[dict[str, Any]], run: DemoRun) -> None:
+    """Note every job an ambiguous call left `unknown`, and a line as the reconciler
+    settles it. Names, corps and mission ids shown are the demo's own and the sandbox's."""
+    for row in store.list_jobs(status=JobStatus.UNKNOWN, limit=20):
+        name = _name_of(row.payload)
+        if row.id in run.followed or name not in run.names:
+            continue
+        run.followed[row.id] = Followed(row.id, name)
+        run.events.append(
+            f"job {row.id} ({run.names[name]}): unknown, no clear answer; "
+            f"looked up at the vendor {RECONCILE_AFTER_S:g} s after its call"
+        )
+    for job in run.followed.values():
+        if job.stage in ("found", "sent", "failed"):
+            continue
+        status = store.get(job.job_id).status
+        if status == JobStatus.UNKNOWN:
+            continue
+        outcomes = {attempt.outcome for attempt in store.attempts_of(job.job_id)}
+        mission = _missions_of(created, job.name)
+        if job.stage == "unknown" and Outcome.FOUND in outcomes:
+            job.stage, job.mission = "found", mission[0] if mission else "?"
+            run.events.append(
+                f"job {job.job_id}: unknown → sent (found at the vendor as mission {job.mission})"
+            )
+        elif job.stage == "unknown" and Outcome.ABSENT in outcomes:
+            job.stage = "resending"
+            run.events.append(f"job {job.job_id}: unknown → sent again (not at the vendor)")
+        if job.stage == "resending" and status == JobStatus.SENT:
+            job.stage, job.mission = "sent", mission[0] if mission else "?"
+            run.events.append(
+                f"job {job.job_id}: sent again → sent (mission {job.mission}, "
+                f"created {len(mission)}× at the vendor)"
+            )
+        elif job.stage in ("unknown", "resending") and status in FINAL_STATUSES - {JobStatus.SENT}:
+            job.stage = "failed"
+            run.events.append(f"job {job.job_id}: → {JobStatus(status).value}")
+
+
+def _name_of(payload: str | None) -> str | None:
+    try:
+        body = json.loads(payload or "")
+    except ValueError:
+        return None
+    name = body.get("name") if isinstance(body, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _missions_of(created: list[dict[str, Any]], name: str) -> list[str]:
+    """The sandbox's missions for a message name (one, when it was created once)."""
+    return [str(m["mission_id"]) for m in created if m["body"].get("name") == name]
+
+
+def _progress_view(
+    counts: dict[str, Counter[str]],
+    delivery: dict[str, Counter[str]],
+    created: list[dict[str, Any]],
+    run: DemoRun,
+) -> Group:
     table = Table(
         "corp",
         "sent",
         "waiting",
         "failed",
         "unknown",
-        "rate now (/s)",
-        "allowed (/s)",
+        "rate (/s)",
+        "missions",
+        "groups reached",
         title=f"sending… {time.time() - run.started:.0f}s",
     )
     now = time.time()
     for corp, (_secret, headroom, _a, _b) in CORPS.items():
         corp_counts = counts.get(corp, Counter())
+        corp_delivery = delivery.get(corp, Counter())
         waiting = sum(corp_counts[s] for s in PENDING_STATUSES)
         recent = sum(
-            1
-            for m in sandbox.state.created_list()[-200:]
-            if m["corp_id"] == corp and m["received_at"] > now - 3
+            1 for m in created[-200:] if m["corp_id"] == corp and m["received_at"] > now - 3
         )
         table.add_row(
             corp,
@@ -244,8 +387,9 @@ def _progress_view(counts: dict[str, Counter[str]], sandbox: SandboxServer, run:
             str(waiting),
             str(corp_counts[JobStatus.FAILED]),
             str(corp_counts[JobStatus.UNKNOWN]),
-            f"{recent / 3:.1f}",
-            f"{PER_MINUTE * headroom / 60:.1f}",
+            f"{recent / 3:.1f} of {PER_MINUTE * headroom / 60:.1f}",
+            str(corp_delivery["missions"]),
+            str(corp_delivery["reached"]),
         )
     lines = []
     if run.block_injected_at is not None:
@@ -255,10 +399,13 @@ def _progress_view(counts: dict[str, Counter[str]], sandbox: SandboxServer, run:
             if left > 0
             else "vendor block over: sending resumed"
         )
+    lines.extend(run.events)
     return Group(table, Text("\n".join(lines)))
 
 
-def _summarise(console: Console, store: JobStore, sandbox: SandboxServer, run: DemoRun) -> bool:
+def _summarise(
+    console: Console, store: JobStore, boot: Bootstrap, sandbox: SandboxServer, run: DemoRun
+) -> bool:
     created = Counter(m["body"]["name"] for m in sandbox.state.created_list())
     counts = _counts_by_corp(store)
     lateness = store.lateness_s(utcnow() - timedelta(hours=1))
@@ -275,7 +422,7 @@ def _summarise(console: Console, store: JobStore, sandbox: SandboxServer, run: D
         )
     console.print(table)
     for row in store.failures():
-        console.print(f"failed ×{row.n}: {row.last_error}", markup=False)
+        console.print(Text.assemble(f"failed ×{row.n}: ", Text(str(row.last_error or ""))))
     p50, p99 = percentile(lateness, 0.5), percentile(lateness, 0.99)
     console.print(
         f"lateness (call start − send_at): p50 {p50:.3f}s, p99 {p99:.3f}s "
@@ -283,7 +430,78 @@ def _summarise(console: Console, store: JobStore, sandbox: SandboxServer, run: D
         if lateness
         else "nothing sent"
     )
-    return _verdict(console, store, sandbox, run, created)
+    report = collect(store, boot.corps, boot.quota)
+    console.print(_settled_table(store, run, created))
+    console.print(_delivery_table(report))
+    console.print(
+        f"missions found: sent jobs matched to their mission in the vendor's list (read "
+        f"every {RECONCILE_INTERVAL_S:g} s, {sandbox.state.list_calls} list pages in all); "
+        f"confirmed by staff: staff who sent it in WeCom, of those asked; groups reached: "
+        f"the groups of those who did."
+    )
+    return _verdict(console, store, sandbox, run, created, report)
+
+
+def _settled_table(store: JobStore, run: DemoRun, created: Counter[str]) -> Table:
+    """The ambiguous jobs and what the reconciler made of them."""
+    table = Table(
+        "job",
+        "corp",
+        "the reconciler",
+        "now",
+        "mission",
+        "created at the vendor",
+        title="ambiguous calls, settled from the vendor's list",
+    )
+    settled = {"found": "found it: sent", "sent": "not there: sent again"}
+    for job in run.followed.values():
+        table.add_row(
+            str(job.job_id),
+            run.names[job.name],
+            settled.get(job.stage, job.stage),
+            JobStatus(store.get(job.job_id).status).value,
+            job.mission,
+            str(created[job.name]),
+        )
+    return table
+
+
+def _delivery_table(report: dict[str, Any]) -> Table:
+    """Delivery per corp, from `collect()` (the figures `broadcaster status` shows)."""
+    table = Table(
+        "corp",
+        "sent",
+        "missions found",
+        "confirmed by staff",
+        "groups reached",
+        "groups not reached",
+        "completed",
+        "failed",
+        title="delivery (from the vendor's list)",
+    )
+    totals = _delivery_totals(report)
+    for corp in CORPS:
+        d = totals.get(corp, Counter())
+        table.add_row(
+            corp,
+            str(d["sent"]),
+            str(d["missions"]),
+            f"{d['staff_confirmed']}/{d['staff_asked']}",
+            str(d["groups_reached"]),
+            str(d["groups_not_reached"]),
+            str(d["completed"]),
+            str(d["failed"]),
+        )
+    return table
+
+
+def _delivery_totals(report: dict[str, Any]) -> dict[str, Counter[str]]:
+    """`collect()`'s delivery figures summed per corp (over its campaigns)."""
+    totals: dict[str, Counter[str]] = {}
+    for group in report["groups"]:
+        if group["delivery"]:
+            totals.setdefault(group["corp_id"], Counter()).update(group["delivery"])
+    return totals
 
 
 def _backlog_pace(sandbox: SandboxServer, corp: str, run: DemoRun) -> float:
@@ -296,7 +514,12 @@ def _backlog_pace(sandbox: SandboxServer, corp: str, run: DemoRun) -> float:
 
 
 def _verdict(
-    console: Console, store: JobStore, sandbox: SandboxServer, run: DemoRun, created: Counter[str]
+    console: Console,
+    store: JobStore,
+    sandbox: SandboxServer,
+    run: DemoRun,
+    created: Counter[str],
+    report: dict[str, Any],
 ) -> bool:
     problems = []
     sent = sum(corp[JobStatus.SENT] for corp in _counts_by_corp(store).values())
@@ -307,19 +530,64 @@ def _verdict(
         problems.append(f"{len(twice)} messages created twice")
     if any(store.get(job_id).status != JobStatus.FAILED for job_id in run.bad_ids):
         problems.append("a broken row did not end failed")
-    errors = sandbox.state.stats()["errors"]
+    stats = sandbox.state.stats()
+    errors = stats["errors"]
     if errors.get(str(ERR_CONCURRENCY)):
         problems.append(f"{errors[str(ERR_CONCURRENCY)]} calls got 10052")
+    for code in (ERR_CONCURRENCY, ERR_FREQUENCY):
+        if stats["list_errors"].get(str(code)):
+            problems.append(f"{stats['list_errors'][str(code)]} list calls got {code}")
     problems.extend(_block_problems(sandbox, run))
+    problems.extend(_ambiguous_problems(store, sandbox, run, created))
+    problems.extend(_delivery_problems(report, sent))
     if problems:
         console.print("[bold red]demo FAILED[/]: " + "; ".join(problems))
         return False
+    found = sum(job.stage == "found" for job in run.followed.values())
     console.print(
-        f"[bold green]demo OK[/]: {len(run.names)} sent once each, "
-        f"{len(run.bad_ids)} broken rows failed with reasons, the block was obeyed, "
-        f"no quota errors caused by us; {time.time() - run.started:.0f}s"
+        f"[bold green]demo OK[/]: {len(run.names)} sent, each message created once at the "
+        f"vendor; {len(run.followed)} ambiguous jobs settled sent ({found} found at the "
+        f"vendor, {len(run.followed) - found} sent again); {len(run.bad_ids)} broken rows "
+        f"failed with reasons; the block was obeyed; no quota errors caused by us; "
+        f"{time.time() - run.started:.0f}s"
     )
     return True
+
+
+def _ambiguous_problems(
+    store: JobStore, sandbox: SandboxServer, run: DemoRun, created: Counter[str]
+) -> list[str]:
+    """Every injected ambiguous call left a job `unknown` that ended `sent`, created once;
+    a found one carries the very mission its call created."""
+    served = sandbox.state.faults_served
+    injected = served.get("http_5xx", 0) + served.get("hang_after_create", 0)
+    problems = []
+    if not injected or len(run.followed) < injected:  # a slow call of its own may add one
+        problems.append(f"{injected} ambiguous calls injected, {len(run.followed)} jobs unknown")
+    missions = {m["body"]["name"]: str(m["mission_id"]) for m in sandbox.state.created_list()}
+    for job in run.followed.values():
+        row = store.get(job.job_id)
+        if row.status != JobStatus.SENT or job.stage not in ("found", "sent"):
+            problems.append(f"ambiguous job {job.job_id} ended {row.status}, not sent")
+        elif created[job.name] != 1:
+            problems.append(
+                f"ambiguous job {job.job_id} created {created[job.name]}× at the vendor"
+            )
+        elif job.stage == "found" and row.vendor_mission_id != missions.get(job.name):
+            problems.append(f"ambiguous job {job.job_id} matched to another mission")
+    return problems
+
+
+def _delivery_problems(report: dict[str, Any], sent: int) -> list[str]:
+    totals = _delivery_totals(report)
+    missions = sum(d["missions"] for d in totals.values())
+    reached = sum(d["groups_reached"] for d in totals.values())
+    problems = []
+    if missions < MIN_MISSION_SHARE * sent:
+        problems.append(f"only {missions} of {sent} sent jobs matched to their mission")
+    if not reached:
+        problems.append("no group reached")
+    return problems
 
 
 def _block_problems(sandbox: SandboxServer, run: DemoRun) -> list[str]:
