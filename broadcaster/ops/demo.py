@@ -59,6 +59,7 @@ from sqlalchemy import text
 
 from broadcaster import migrate
 from broadcaster.bootstrap import Bootstrap
+from broadcaster.cli.render import literal
 from broadcaster.jobs.states import FINAL_STATUSES, PENDING_STATUSES, JobStatus, Outcome
 from broadcaster.jobs.store import JobStore
 from broadcaster.logs import configure_logging
@@ -422,7 +423,7 @@ def _summarise(
         )
     console.print(table)
     for row in store.failures():
-        console.print(Text.assemble(f"failed ×{row.n}: ", Text(str(row.last_error or ""))))
+        console.print(Text.assemble(f"failed ×{row.n}: ", literal(row.last_error or "")))
     p50, p99 = percentile(lateness, 0.5), percentile(lateness, 0.99)
     console.print(
         f"lateness (call start − send_at): p50 {p50:.3f}s, p99 {p99:.3f}s "
