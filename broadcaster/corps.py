@@ -4,9 +4,12 @@ The default corp comes from WEIBAN_CORP_ID / WEIBAN_SECRET and the WEIBAN_QUOTA_
 More corps come from WEIBAN_CORPS_FILE, a JSON object:
 
     {"corp-b": {"secret": "...", "quota_per_minute": 300, "quota_per_hour": 15000,
-                "max_in_flight": 4, "headroom": 0.9}}
+                "max_in_flight": 4, "headroom": 0.9,
+                "quiet_hours": "21:00-09:00", "tz": "Asia/Shanghai", "monthly_cap": 20}}
 
-Limits a corp does not name are the settings' defaults.
+Limits a corp does not name are the settings' defaults; so are its campaign controls
+(`QUIET_HOURS`, `DEFAULT_TZ`, `MONTHLY_CAP`). `"quiet_hours": ""` turns quiet hours off
+for that corp.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from broadcaster.campaigns.quiet import BadWindow, QuietWindow
 from broadcaster.errors import SettingsError, VendorRejected
 from broadcaster.settings import Settings, describe_validation_error
 
@@ -53,6 +57,40 @@ class _CorpEntry(BaseModel):
     quota_per_hour: int | None = Field(default=None, gt=0, le=100_000_000)
     max_in_flight: int | None = Field(default=None, gt=0, le=1000)
     headroom: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
+    quiet_hours: str | None = None
+    tz: str | None = None
+    monthly_cap: int | None = Field(default=None, ge=1, le=10_000)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        try:
+            QuietWindow.parse(value)
+        except BadWindow as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        from broadcaster.timeutil import zone
+
+        if value is not None:
+            try:
+                zone(value)
+            except Exception:  # InvalidJob, and whatever ZoneInfo raises on odd text
+                raise ValueError("unknown time zone; use an IANA name like Asia/Shanghai") from None
+        return value
+
+
+@dataclass(frozen=True)
+class CampaignRules:
+    """A corp's campaign controls (issue 15): its quiet hours, the zone they and the
+    monthly cap's calendar month are read in, and the cap (None: the month's days)."""
+
+    quiet: QuietWindow | None
+    tz: str
+    monthly_cap: int | None
 
 
 @dataclass(frozen=True)
@@ -60,6 +98,8 @@ class Corp:
     corp_id: str
     secret: SecretStr | None
     limits: QuotaLimits
+    campaign: CampaignRules | None = None
+    """None: the settings' defaults."""
 
 
 class CorpDirectory:
@@ -71,6 +111,9 @@ class CorpDirectory:
             headroom=settings.weiban_quota_headroom,
         )
         self.default_corp = settings.weiban_corp_id
+        self.default_campaign = CampaignRules(
+            QuietWindow.parse(settings.quiet_hours), settings.default_tz, settings.monthly_cap
+        )
         self._corps: dict[str, Corp] = {}
         if settings.weiban_corp_id:
             self._corps[settings.weiban_corp_id] = Corp(
@@ -111,8 +154,28 @@ class CorpDirectory:
                 max_in_flight=parsed.max_in_flight or self.defaults.max_in_flight,
                 headroom=parsed.headroom or self.defaults.headroom,
             )
-            corps[corp_id] = Corp(corp_id, parsed.secret, limits)
+            corps[corp_id] = Corp(corp_id, parsed.secret, limits, self._campaign(parsed))
         return corps
+
+    def _campaign(self, entry: _CorpEntry) -> CampaignRules | None:
+        named = entry.model_fields_set & {"quiet_hours", "tz", "monthly_cap"}
+        if not named:
+            return None
+        default = self.default_campaign
+        return CampaignRules(
+            QuietWindow.parse(entry.quiet_hours) if "quiet_hours" in named else default.quiet,
+            entry.tz or default.tz,
+            entry.monthly_cap or default.monthly_cap,
+        )
+
+    def campaign(self, corp_id: str) -> CampaignRules:
+        """The corp's campaign controls (the settings' defaults unless its entry names them)."""
+        corp = self._corps.get(corp_id)
+        return corp.campaign if corp and corp.campaign else self.default_campaign
+
+    def with_own_campaign(self) -> dict[str, CampaignRules]:
+        """The corps whose entry sets any campaign control, with their rules."""
+        return {corp.corp_id: corp.campaign for corp in self._corps.values() if corp.campaign}
 
     def get(self, corp_id: str) -> Corp:
         corp = self._corps.get(corp_id)

@@ -108,6 +108,42 @@ class Settings(BaseSettings):
     retry_max_s: float = duration(600.0, "longest retry delay")
     scheduler_admit_horizon_s: float = duration(10.0, "how far ahead the scheduler admits")
 
+    # --- campaign controls (issue 15) ---
+    quiet_hours: str = Field(
+        default="",
+        description="daily window HH:MM-HH:MM in DEFAULT_TZ in which nothing is sent "
+        "(22:00-08:00 crosses midnight); empty = none; per corp in the corps file",
+    )
+    max_lateness_s: float = Field(
+        default=21_600.0,
+        ge=0,
+        le=MAX_DURATION_S,
+        allow_inf_nan=False,
+        description="a job not sent this long after send_at (quiet hours not counted) "
+        "ends expired; 0 = off (0 to 31536000 s)",
+    )
+    monthly_cap: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="mass messages a customer group may receive per month; empty = as many "
+        "as the month has days (WeCom's default) (1 to 10000)",
+    )
+    monthly_cap_policy: Literal["trim", "hold", "fail", "off"] = Field(
+        # `off` by default for now: the system tests, the chaos rounds, the benchmarks and
+        # the demo send thousands of messages to the same two groups and would be trimmed;
+        # `trim` is the intended default once their environments set `off` (issue 15).
+        default="off",
+        description="a job with groups at the cap: trim (send to the others), hold (until "
+        "the month turns), fail, or off (no counting)",
+    )
+    schedules_interval_s: float = duration(
+        10.0, "how often recurring schedules are turned into jobs", ge=MIN_INTERVAL_S
+    )
+    schedule_misfire_grace_s: float = duration(
+        3600.0, "an occurrence missed while no scheduler ran is still sent within"
+    )
+
     default_tz: str = "Asia/Shanghai"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -135,6 +171,22 @@ class Settings(BaseSettings):
                 f"in flight finish (now {self.worker_shutdown_s} vs {self.weiban_timeout_s})"
             )
         return self
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_window(cls, value: str) -> str:
+        from broadcaster.campaigns.quiet import BadWindow, QuietWindow
+
+        try:
+            QuietWindow.parse(value)
+        except BadWindow as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
+
+    @field_validator("monthly_cap", mode="before")
+    @classmethod
+    def _empty_cap(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url")
     @classmethod

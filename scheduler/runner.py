@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.broker.dispatch import Dispatcher, make_broker
+from broadcaster.campaigns.controls import CampaignControls
 from broadcaster.db import is_sqlite
 from broadcaster.errors import BroadcasterError
 from broadcaster.ops.readiness import Stopped
@@ -165,6 +166,7 @@ def build_runner(settings: Settings, stop: threading.Event) -> SchedulerRunner:
     (raises `Stopped` if told to stop meanwhile)."""
     boot = Bootstrap(settings, wait=stop)
     store = boot.store
+    store.use_campaign_controls(CampaignControls.from_settings(settings, boot.corps))
     service = SchedulerService(
         store,
         Dispatcher(make_broker(boot.redis)),

@@ -156,7 +156,9 @@ _Fast = tuple[str, int, datetime, datetime | None]
 def _fast_sqlite(row: Any, default_corp: str | None) -> _Fast | None:
     """A row of the usual storage classes and canonical times, or None (the row's order is
     `judged_columns`': id, then type and bytes of each of JUDGED_COLUMNS)."""
-    (_, ct, cr, pt, pr, dt, dr, gt, gr, it, ir, mt, mr, at, ar, st, sr, nt, nr, et, er) = row
+    # Columns after these (the campaign controls' own, `ClaimStore._campaign_columns`) are
+    # read by `campaigns/gate.py`.
+    (_, ct, cr, pt, pr, dt, dr, gt, gr, it, ir, mt, mr, at, ar, st, sr, nt, nr, et, er) = row[:21]
     if not (
         pt == "text"
         and it == "integer"
@@ -185,7 +187,7 @@ def _fast_sqlite(row: Any, default_corp: str | None) -> _Fast | None:
 
 
 def _fast_pg(row: Any, default_corp: str | None) -> _Fast | None:
-    (_, corp, payload, _dedupe, _campaign, priority, max_attempts, attempts, sr, nr, er) = row
+    (_, corp, payload, _dedupe, _campaign, priority, max_attempts, attempts, sr, nr, er) = row[:11]
     corp = default_corp if corp is None else corp
     if not corp or not corp.strip() or max_attempts < 1 or attempts < 0:
         return None

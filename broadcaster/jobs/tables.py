@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -116,6 +117,17 @@ jobs = Table(
     Column("delivery_detail", Text, nullable=True, comment="JSON: groups reached, not reached"),
     Column("delivery_checked_at", DateTime, nullable=True),
     Column("delivery_note", Text, nullable=True, comment="why delivery is not (yet) known"),
+    # --- campaign controls (issue 15) ---
+    Column(
+        "ignore_quiet_hours",
+        Boolean,
+        nullable=False,
+        server_default=text("false"),
+        comment="producer: send even inside the corp's quiet hours",
+    ),
+    Column("held_until", DateTime, nullable=True, comment="end of the service's last hold"),
+    Column("held_reason", Text, nullable=True, comment="why it was held (quiet hours, cap)"),
+    Column("cap_left_out", Text, nullable=True, comment="JSON: groups trimmed by the cap, why"),
     CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
     CheckConstraint("max_attempts >= 1", name="max_attempts"),
 )
@@ -193,4 +205,64 @@ api_tokens = Table(
     Column("created_at", DateTime, nullable=False, server_default=utc_now()),
     Column("revoked_at", DateTime, nullable=True),
     CheckConstraint("scope IN ('read', 'write')", name="scope"),
+)
+
+# --- campaign controls (issue 15) ---
+group_sends = Table(
+    "broadcast_group_sends",
+    metadata,
+    Column("job_id", Id, ForeignKey("broadcast_jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", Text, primary_key=True),
+    Column("corp_id", Text, nullable=False),
+    Column("month", Text, nullable=False, comment="YYYY-MM in the corp's time zone"),
+    comment="the groups each claimed job sends to, for the per-group monthly cap; a row "
+    "counts while its job is queued, sending, sent or unknown",
+)
+Index(
+    "ix_broadcast_group_sends_corp_id_month_group_id",
+    group_sends.c.corp_id,
+    group_sends.c.month,
+    group_sends.c.group_id,
+)
+
+schedules = Table(
+    "broadcast_schedules",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("corp_id", Text, nullable=True, comment="NULL: the default corp"),
+    Column("cron", Text, nullable=False, comment="5 fields (crontab) or 6 (seconds first)"),
+    Column("tz", Text, nullable=False, comment="IANA zone the cron is read in"),
+    Column("payload", Text, nullable=False, comment="the vendor body, {date}-style fields"),
+    Column("campaign", Text, nullable=True),
+    Column("start_at", DateTime, nullable=True),
+    Column("end_at", DateTime, nullable=True),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("last_occurrence", DateTime, nullable=True, comment="the latest one handled"),
+    Column("created_at", DateTime, nullable=False, server_default=utc_now()),
+    Column("updated_at", DateTime, nullable=False, server_default=utc_now()),
+)
+
+schedule_events = Table(
+    "broadcast_schedule_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column(
+        "schedule_id",
+        Id,
+        ForeignKey("broadcast_schedules.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("occurrence", DateTime, nullable=False, comment="UTC; the first of a skipped run"),
+    Column("outcome", Text, nullable=False, comment="created, late or skipped"),
+    Column("job_id", Id, nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("recorded_at", DateTime, nullable=False, server_default=utc_now()),
+    CheckConstraint("outcome IN ('created', 'late', 'skipped')", name="outcome"),
+)
+Index(
+    "ix_broadcast_schedule_events_schedule_id_occurrence",
+    schedule_events.c.schedule_id,
+    schedule_events.c.occurrence,
+    unique=True,
 )

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, LargeBinary, Row, case, cast, func, select, update
 
+from broadcaster.campaigns import gate
 from broadcaster.jobs.screening import judge, read_time
 from broadcaster.jobs.states import JobStatus
 from broadcaster.jobs.store.base import (
@@ -23,9 +24,19 @@ from broadcaster.jobs.store.base import (
 from broadcaster.jobs.store.loading import judged_columns, loadable_time
 from broadcaster.jobs.tables import due_at, jobs
 
+if TYPE_CHECKING:
+    from broadcaster.campaigns.controls import CampaignControls
+
 
 class ClaimStore(StoreBase):
     """The scheduler's part (`ports.SchedulerStore`)."""
+
+    controls: CampaignControls | None = None
+    """Quiet hours, the stale guard and the monthly cap (issue 15), applied in the claim's
+    transaction when set (`scheduler/runner.py` sets them from the settings)."""
+
+    def use_campaign_controls(self, controls: CampaignControls | None) -> None:
+        self.controls = controls
 
     def claim_due(
         self, now: datetime, limit: int, lease_s: float, *, skip_corps: Collection[str] = ()
@@ -62,15 +73,34 @@ class ClaimStore(StoreBase):
             )
             # Read defensively: a producer's odd type must fail its own row, not the claim
             # of the batch (issue 9); `_screen` judges each row.
-            .returning(*judged_columns(self.engine.dialect.name))
+            .returning(*judged_columns(self.engine.dialect.name), *self._campaign_columns())
         )
         result = ClaimResult()
         with self._begin() as connection:
-            for row in connection.execute(claim).all():
+            if self.controls is not None:
+                gate.hold_quiet(connection, self.controls, now, self.default_corp)
+            rows = connection.execute(claim).all()
+            for row in rows:
                 self._screen(row, now, result)
             self._finish_unfit(connection, result, now)
+            if self.controls is not None:
+                gate.after_claim(
+                    connection, self.controls, self.engine.dialect.name, rows, result, now
+                )
         result.claimed.sort(key=lambda job: (-job.priority, job.due_at, job.id))
         return result
+
+    def _campaign_columns(self) -> list[Any]:
+        """What the campaign controls read of a claimed row, loadable whatever it holds."""
+        dialect = self.engine.dialect.name
+        left_out = jobs.c.cap_left_out
+        return [
+            loadable_time(jobs.c.held_until, dialect).label("held_until__c"),
+            case((jobs.c.ignore_quiet_hours.is_(True), 1), else_=0).label("ignore_quiet_hours__c"),
+            (cast(left_out, LargeBinary) if dialect == "sqlite" else left_out).label(
+                "cap_left_out__c"
+            ),
+        ]
 
     def _screen(self, row: Row[Any], now: datetime, result: ClaimResult) -> None:
         """Sort one claimed row into claimed / failed / expired. Whatever the row holds,
