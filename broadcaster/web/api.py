@@ -4,6 +4,7 @@ the ones a SQL producer would write; the rules live in `broadcaster.produce.api`
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -26,14 +27,15 @@ from broadcaster.web.models import (
     CampaignOut,
     ItemResult,
     JobDetail,
-    JobOut,
     JobPage,
+    JobRef,
     ResolveIn,
     ScheduleOut,
 )
 from broadcaster.web.problems import Problem, validation_errors
 
 MAX_ID = 2**63 - 1
+JSON = "application/json"
 
 
 def _no_nul(value: str) -> str:
@@ -81,7 +83,6 @@ def _store(request: Request) -> JobStore:
 def create_broadcasts(
     body: BroadcastBody,
     request: Request,
-    response: Response,
     who: Writer,
     idempotency_key: Annotated[
         str | None,
@@ -92,7 +93,7 @@ def create_broadcasts(
             "original job; the same key with another body, 409)",
         ),
     ] = None,
-) -> ScheduleOut:
+) -> Response:
     single = isinstance(body, BroadcastIn)
     items: list[BroadcastIn] = [body] if isinstance(body, BroadcastIn) else list(body)
     if idempotency_key is not None:
@@ -114,29 +115,37 @@ def create_broadcasts(
     if late:
         held.update(queries.rows_by_key(store, late))
         _refuse_conflicts(store, items, planned, held, single, written=True)
-    results: list[tuple[int, bool, list[int]]] = []
+    answer = ScheduleOut(items=[])
+    default = store.default_corp
     for index, item_rows in planned:
-        ids, created = [], False
+        result = ItemResult(index=index, created=False, jobs=[])
         for row in item_rows:
             key = row["dedupe_key"]
             if key is not None and key in skipped:
-                ids.append(held[key].id)
+                job = held[key]
+                ref = JobRef(
+                    id=job.id,
+                    status=job.status,
+                    dedupe_key=key,
+                    corp_id=job.corp_id or default,
+                    campaign=job.campaign,
+                    send_at=queries.as_utc(job.send_at),
+                )
             else:
-                ids.append(next(fresh))
-                created = True
-        results.append((index, created, ids))
-    views = queries.jobs_by_id(store, [i for _, _, ids in results for i in ids])
-    if not any(created for _, created, _ in results):
-        response.status_code = 200
-    return ScheduleOut(
-        items=[
-            ItemResult(
-                index=index,
-                created=created,
-                jobs=[JobOut.model_validate(views[i]) for i in ids if i in views],
-            )
-            for index, created, ids in results
-        ]
+                result.created = True
+                ref = JobRef(
+                    id=next(fresh),
+                    status=JobStatus.SCHEDULED.value,
+                    dedupe_key=key,
+                    corp_id=row["corp_id"] or default,
+                    campaign=row["campaign"],
+                    send_at=row["send_at"].replace(tzinfo=UTC),
+                )
+            result.jobs.append(ref)
+        answer.items.append(result)
+    created = any(item.created for item in answer.items)
+    return Response(  # built and checked once here: FastAPI need not validate it again
+        answer.model_dump_json(), status_code=201 if created else 200, media_type=JSON
     )
 
 

@@ -40,14 +40,35 @@ class BroadcastIn(JobRequest):
     @field_validator("payload")
     @classmethod
     def _vendor_body(cls, value: dict[str, Any]) -> dict[str, Any]:
-        """The vendor's schema checked here too, so one answer names every bad item
-        (`to_rows` checks again when it builds the rows: cheap next to the request)."""
+        """The vendor's schema checked here, so one answer names every bad item; the
+        vendor JSON of each part is kept for `to_rows`, so it is not built twice."""
+        bodies = []
         for part in split_audience(value):
             try:
-                parse_payload(part).to_vendor_json()
+                bodies.append(parse_payload(part).to_vendor_json())
             except InvalidPayload as exc:
                 raise ValueError(str(exc).removeprefix("payload invalid: ")) from None
-        return value
+        return CheckedPayload(value, bodies)
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """JobRequest.to_rows on the bodies already built (the part keys KEY#1, KEY#2, …
+        named as it names them)."""
+        if not isinstance(self.payload, CheckedPayload):
+            return super().to_rows()
+        bodies = self.payload.bodies
+        key = self.dedupe_key
+        return [
+            self._row(body, f"{key}#{number}" if key is not None and len(bodies) > 1 else key)
+            for number, body in enumerate(bodies, start=1)
+        ]
+
+
+class CheckedPayload(dict[str, Any]):
+    """A payload as given, with the vendor JSON of each of its parts once validated."""
+
+    def __init__(self, payload: dict[str, Any], bodies: list[str]) -> None:
+        super().__init__(payload)
+        self.bodies = bodies
 
 
 def _shape(value: Any) -> str:
@@ -110,10 +131,21 @@ class JobDetail(JobOut):
     attempt_history: list[AttemptOut]
 
 
+class JobRef(BaseModel):
+    """A job as a POST answers it; GET /api/v1/broadcasts/{id} has the rest."""
+
+    id: int
+    status: str
+    dedupe_key: str | None
+    corp_id: str | None
+    campaign: str | None
+    send_at: datetime | None
+
+
 class ItemResult(BaseModel):
     index: int = Field(description="the item's place in the request (0 for a single job)")
     created: bool = Field(description="false: every job of it existed already (a replay)")
-    jobs: list[JobOut]
+    jobs: list[JobRef] = Field(description="one, or one per 2000-group part of the audience")
 
 
 class ScheduleOut(BaseModel):

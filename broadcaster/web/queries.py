@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from broadcaster.jobs.screening import read_time
 from broadcaster.jobs.states import JobStatus
@@ -65,15 +67,31 @@ INTS = {
 }
 
 
-def _columns(engine: Engine) -> list[ColumnElement[Any]]:
+def _columns(engine: Engine, *, safe: bool) -> list[ColumnElement[Any]]:
+    """The view's columns: as stored (fast), or with times in a form that cannot fail to
+    load (`safe`, for a page holding a time Python cannot read)."""
     dialect = engine.dialect.name
-    return [jobs.c[name] for name in OTHERS] + [
-        loadable_time(jobs.c[name], dialect).label(name) for name in TIMES
+    times: list[ColumnElement[Any]] = [
+        loadable_time(jobs.c[name], dialect).label(name) if safe else jobs.c[name] for name in TIMES
     ]
+    others: list[ColumnElement[Any]] = [jobs.c[name] for name in OTHERS]
+    return others + times
 
 
-def _utc(value: Any) -> datetime | None:
-    moment = read_time(value)
+LOAD_ERRORS = (ValueError, TypeError, OverflowError, SQLAlchemyError)
+
+
+def _rows(connection: Connection, engine: Engine, shape: Callable[[Any], Select[Any]]) -> list[Any]:
+    """Rows of `shape(columns)`: read as stored, or, if a value fails to load, again safely."""
+    try:
+        with connection.begin_nested():
+            return list(connection.execute(shape(_columns(engine, safe=False))).all())
+    except LOAD_ERRORS:
+        return list(connection.execute(shape(_columns(engine, safe=True))).all())
+
+
+def as_utc(value: Any) -> datetime | None:
+    moment = value if isinstance(value, datetime) else read_time(value)
     return moment.replace(tzinfo=UTC) if moment is not None else None
 
 
@@ -91,7 +109,7 @@ def _payload(text: Any) -> Any:
 def job_view(row: Any, default_corp: str | None) -> dict[str, Any]:
     """One row as the API's JobOut: UTC times with their offset, delivery grouped."""
     data = dict(row._mapping)
-    view: dict[str, Any] = {name: _utc(data[name]) for name in TIMES}
+    view: dict[str, Any] = {name: as_utc(data[name]) for name in TIMES}
     for name in OTHERS:
         view[name] = _int(data[name]) if name in INTS else data[name]
     view["corp_id"] = data["corp_id"] if data["corp_id"] is not None else default_corp
@@ -109,6 +127,10 @@ def job_view(row: Any, default_corp: str | None) -> dict[str, Any]:
     return view
 
 
+def _by_ids(ids: list[int], columns: list[ColumnElement[Any]]) -> Select[Any]:
+    return select(*columns).where(jobs.c.id.in_(ids))
+
+
 def jobs_by_id(store: JobStore, ids: Collection[int]) -> dict[int, dict[str, Any]]:
     if not ids:
         return {}
@@ -116,10 +138,9 @@ def jobs_by_id(store: JobStore, ids: Collection[int]) -> dict[int, dict[str, Any
     ordered = list(ids)
     with store.engine.begin() as connection:
         for start in range(0, len(ordered), 500):
-            query = select(*_columns(store.engine)).where(
-                jobs.c.id.in_(ordered[start : start + 500])
-            )
-            for row in connection.execute(query):
+            chunk = ordered[start : start + 500]
+            rows = _rows(connection, store.engine, partial(_by_ids, chunk))
+            for row in rows:
                 found[row.id] = job_view(row, store.default_corp)
     return found
 
@@ -142,7 +163,9 @@ def one_job(store: JobStore, job_id: int) -> dict[str, Any]:
     )
     with store.engine.begin() as connection:
         rows = connection.execute(query).all()
-    view["attempt_history"] = [{**row._mapping, "started_at": _utc(row.started_at)} for row in rows]
+    view["attempt_history"] = [
+        {**row._mapping, "started_at": as_utc(row.started_at)} for row in rows
+    ]
     return view
 
 
@@ -155,6 +178,7 @@ def rows_by_key(store: JobStore, keys: Collection[str]) -> dict[str, Any]:
             query = select(
                 jobs.c.id,
                 jobs.c.dedupe_key,
+                jobs.c.status,
                 jobs.c.corp_id,
                 jobs.c.payload,
                 jobs.c.campaign,
@@ -196,20 +220,24 @@ def page(
     cursor: str | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Newest first by id (stable: ids never change); `cursor` continues after a page."""
-    query = select(*_columns(store.engine)).order_by(jobs.c.id.desc()).limit(limit + 1)
+    where: list[ColumnElement[bool]] = []
     if cursor is not None:
-        query = query.where(jobs.c.id < decode_cursor(cursor))
+        where.append(jobs.c.id < decode_cursor(cursor))
     if status is not None:
-        query = query.where(jobs.c.status == status.value)
+        where.append(jobs.c.status == status.value)
     if campaign is not None:
-        query = query.where(jobs.c.campaign == campaign)
+        where.append(jobs.c.campaign == campaign)
     if corp_id is not None:
         if corp_id == store.default_corp:  # NULL is the default corp
-            query = query.where((jobs.c.corp_id == corp_id) | jobs.c.corp_id.is_(None))
+            where.append((jobs.c.corp_id == corp_id) | jobs.c.corp_id.is_(None))
         else:
-            query = query.where(jobs.c.corp_id == corp_id)
+            where.append(jobs.c.corp_id == corp_id)
+
+    def shape(columns: list[ColumnElement[Any]]) -> Select[Any]:
+        return select(*columns).where(*where).order_by(jobs.c.id.desc()).limit(limit + 1)
+
     with store.engine.begin() as connection:
-        rows = connection.execute(query).all()
+        rows = _rows(connection, store.engine, shape)
     views = [job_view(row, store.default_corp) for row in rows[:limit]]
     more = len(rows) > limit
     return views, (encode_cursor(views[-1]["id"]) if more and views else None)

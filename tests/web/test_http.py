@@ -128,8 +128,11 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_commands_tokens_and_web_end_to_end(
-    db_url: str, redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, sqlite_template: Path
 ) -> None:
+    """On SQLite only (each command is a process start; PostgreSQL is covered above)."""
+    shutil.copy(sqlite_template, tmp_path / "e2e.db")
+    db_url = f"sqlite:///{tmp_path / 'e2e.db'}"
     port = _free_port()
     env = {
         **os.environ,
@@ -140,11 +143,6 @@ def test_the_commands_tokens_and_web_end_to_end(
         "LOG_FORMAT": "json",
     }
     env.pop("WEB_PORT", None)
-    boot = Bootstrap(make_settings(database_url=db_url))
-    with boot.engine.begin() as connection:
-        from broadcaster.jobs.tables import api_tokens
-
-        connection.execute(api_tokens.delete())
     created = _cli(env, "tokens", "create", "e2e")
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip().splitlines()[-1]
