@@ -52,6 +52,7 @@ PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no token, or a wrong or revoked one", **PROBLEM},
     403: {"description": "a read-only token on a write", **PROBLEM},
+    503: {"description": "the database is unavailable or not migrated", **PROBLEM},
 }
 router = APIRouter(prefix="/api/v1", responses=AUTH_ERRORS)
 
@@ -258,7 +259,12 @@ def _refuse_conflicts(
 
 
 # ------------------------------------------------------------------ jobs
-@router.get("/broadcasts/{job_id}", response_model=JobDetail, summary="One job")
+@router.get(
+    "/broadcasts/{job_id}",
+    response_model=JobDetail,
+    responses={404: {"description": "no such job", **PROBLEM}},
+    summary="One job",
+)
 def get_broadcast(job_id: JobId, request: Request, who: Reader) -> dict[str, Any]:
     return queries.one_job(_store(request), job_id)
 

@@ -7,8 +7,11 @@ FastAPI because its request models are pydantic, like the producer API's `JobReq
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import broadcaster
@@ -48,6 +51,20 @@ def create_app(boot: Bootstrap, web: WebSettings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(api.router)
     app.include_router(health.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems.document_problems(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

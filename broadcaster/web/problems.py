@@ -59,6 +59,59 @@ class Problem(Exception):
         self.extra = extra
 
 
+TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
+"""RFC 9110's names where Python's `HTTPStatus` still has the older ones."""
+
+
+def title(status: int) -> str:
+    return TITLES.get(status) or HTTPStatus(status).phrase
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["pointer", "detail"],
+                "properties": {"pointer": {"type": "string"}, "detail": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def document_problems(document: dict[str, Any]) -> dict[str, Any]:
+    """Every error answer of the OpenAPI document as problem+json (FastAPI writes its own
+    422 shape as application/json, which this app never sends)."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    schemas["Problem"] = PROBLEM_SCHEMA
+    reference = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    for path in document.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.get("responses", {})
+            if "parameters" in operation or "requestBody" in operation:
+                responses.setdefault("422", {"description": "invalid input"})
+            if "requestBody" in operation:
+                responses.setdefault("400", {"description": "the body is not JSON"})
+                responses.setdefault("413", {"description": "the body is too large"})
+                responses.setdefault("415", {"description": "the body is not sent as JSON"})
+            for status, answer in responses.items():
+                if status[0] in "45":
+                    answer["content"] = {PROBLEM_JSON: reference}
+    return document
+
+
 def problem_response(
     status: int,
     detail: str,
@@ -69,7 +122,7 @@ def problem_response(
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
+        "title": title(status),
         "status": status,
         "detail": redact_text(detail),
     }
