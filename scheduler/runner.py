@@ -1,8 +1,9 @@
 """`broadcaster scheduler`: the claiming loop on APScheduler.
 
-Three jobs run on a BackgroundScheduler, while the calling thread waits on a stop Event:
-`claim` (tick), `sweep` (lease recovery) and `reconcile` (settle `unknown` jobs and
-follow sent ones' delivery from the vendor's list, `broadcaster/reconcile/`). The claim
+Four jobs run on a BackgroundScheduler, while the calling thread waits on a stop Event:
+`claim` (tick), `sweep` (lease recovery), `reconcile` (settle `unknown` jobs and
+follow sent ones' delivery from the vendor's list, `broadcaster/reconcile/`) and
+`schedules` (turn recurring schedules' occurrences into jobs, `broadcaster/campaigns/`). The claim
 job re-arms itself after each run for the moment the next row falls due, capped by
 SCHEDULER_POLL_INTERVAL_S; on PostgreSQL a LISTEN thread pulls it forward to now.
 
@@ -26,6 +27,7 @@ from sqlalchemy import Engine
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.broker.dispatch import Dispatcher, make_broker
 from broadcaster.campaigns.controls import CampaignControls
+from broadcaster.campaigns.store import ScheduleStore
 from broadcaster.db import is_sqlite
 from broadcaster.errors import BroadcasterError
 from broadcaster.ops.readiness import Stopped
@@ -74,14 +76,16 @@ class SchedulerRunner:
         *,
         listen_engine: Engine | None = None,
         reconciler: Reconciler | None = None,
+        schedules: ScheduleStore | None = None,
     ) -> None:
         self.service = service
         self.reconciler = reconciler
+        self.schedules = schedules
         self.stop = threading.Event()
         self.latch = _WakeLatch()
         self.aps = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(3)},
+            executors={"default": ThreadPoolExecutor(4)},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
         settings = service.settings
@@ -107,6 +111,14 @@ class SchedulerRunner:
                 "interval",
                 id="reconcile",
                 seconds=settings.reconcile_interval_s,
+                next_run_time=datetime.now(UTC),
+            )
+        if schedules is not None:
+            self.aps.add_job(
+                self._materialise,
+                "interval",
+                id="schedules",
+                seconds=settings.schedules_interval_s,
                 next_run_time=datetime.now(UTC),
             )
         self.listener = (
@@ -145,6 +157,24 @@ class SchedulerRunner:
         except (BroadcasterError, redis.RedisError) as exc:
             log.error("reconcile_failed", error=str(exc))
 
+    def _materialise(self) -> None:
+        assert self.schedules is not None
+        settings = self.service.settings
+        try:
+            report = self.schedules.materialise(
+                utcnow(),
+                # Occurrences are made ahead, so each is claimed on time like any row.
+                lookahead_s=2 * settings.schedules_interval_s,
+                grace_s=settings.schedule_misfire_grace_s,
+            )
+        except BroadcasterError as exc:
+            log.error("schedules_failed", error=str(exc))
+            return
+        if report.created or report.late:
+            log.info("schedules_materialised", created=report.created, late=report.late)
+            if report.late:
+                self.wake()  # due already: claim them now
+
     def run(self) -> None:
         """Block until `shutdown()` (SIGTERM/SIGINT). A stop requested before or while
         starting is honoured too: it is an Event, not a call into a scheduler that may not
@@ -177,6 +207,7 @@ def build_runner(settings: Settings, stop: threading.Event) -> SchedulerRunner:
         service,
         listen_engine=None if is_sqlite(boot.engine) else boot.engine,
         reconciler=boot.reconciler,
+        schedules=ScheduleStore(boot.engine, default_corp=settings.weiban_corp_id),
     )
 
 

@@ -21,6 +21,7 @@ from broadcaster.cli import doctor as doctor_cmds
 from broadcaster.cli import jobs as jobs_cmds
 from broadcaster.cli import produce as produce_cmds
 from broadcaster.cli import reconcile as reconcile_cmds
+from broadcaster.cli import schedules as schedules_cmds
 from broadcaster.cli import services as service_cmds
 from broadcaster.cli import status as status_cmds
 from broadcaster.cli import tokens as tokens_cmds
@@ -41,6 +42,7 @@ app = typer.Typer(
 app.add_typer(db_cmds.app, name="db")
 app.add_typer(jobs_cmds.app, name="jobs")
 app.add_typer(tokens_cmds.app, name="tokens")
+app.add_typer(schedules_cmds.app, name="schedules")
 doctor_cmds.register(app)
 produce_cmds.register(app)
 reconcile_cmds.register(app)
