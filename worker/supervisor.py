@@ -82,7 +82,13 @@ def worker_process_main(
         log.error("worker_start_failed", pid=os.getpid(), error=str(exc))
         sys.exit(1)
     app.start()
-    log.info("worker_started", pid=os.getpid(), threads=threads, prefetch=app.worker.queue_prefetch)
+    log.info(
+        "worker_started",
+        pid=os.getpid(),
+        threads=threads,
+        prefetch=app.worker.queue_prefetch,
+        broker_id=app.broker.broker_id,
+    )
     stop.wait()
     log.info("worker_stopping", grace_s=settings.worker_shutdown_s)
     app.stop(settings.worker_shutdown_s)
