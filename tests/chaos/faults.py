@@ -46,8 +46,25 @@ def kill9_scheduler(r: Round) -> Hit:
     process = r.scheduler
     os.killpg(process.popen.pid, signal.SIGKILL)
     process.popen.wait(5)
+    token, lock_ms = _pass_lock(r)  # held now: perhaps by the dead scheduler, mid-pass
     r.scheduler = r.service.start("scheduler")
-    return Hit("kill9_scheduler", time.time(), f"exit {process.popen.returncode}, restarted")
+    held = ""
+    if token is not None:
+        r.dead_pass_locks.append(token)
+        held = f", reconcile pass lock held at the kill ({lock_ms / 1000:.0f}s left)"
+    return Hit("kill9_scheduler", time.time(), f"exit {process.popen.returncode}{held}, restarted")
+
+
+RECONCILE_PASS_LOCK = "broadcaster:reconcile:pass"
+
+
+def _pass_lock(r: Round) -> tuple[bytes | None, int]:
+    """The reconcile pass lock's holder token and lease left, (None, -1) when free."""
+    try:
+        client = r.redis.client()
+        return client.get(RECONCILE_PASS_LOCK), int(client.pttl(RECONCILE_PASS_LOCK))
+    except Exception:  # Redis down under another fault: nothing known
+        return None, -1
 
 
 def sigterm_worker(r: Round) -> Hit:
@@ -123,6 +140,58 @@ def vendor_5xx(r: Round) -> Hit:
 def vendor_hang(r: Round) -> Hit:
     r.sandbox.state.faults.hang_after_create = random.randint(1, 2)
     return Hit("vendor_hang", time.time(), "creates, then hangs past the client's timeout")
+
+
+def vendor_late(r: Round) -> Hit:
+    """The vendor creates the message after the client gave up on the call (`create_late`),
+    yet within its processing limit, which is shorter than RECONCILE_AFTER_S: the reconciler
+    must find the late mission, never send the job again."""
+    faults = r.sandbox.state.faults
+    faults.late_s = random.uniform(r.timeout_s + 0.5, r.max_processing_s)
+    faults.create_late = random.randint(1, 2)
+    return Hit(
+        "vendor_late",
+        time.time(),
+        f"next {faults.create_late} calls created {faults.late_s:.1f}s after they arrive",
+    )
+
+
+# The list faults last from their moment until the round lifts them (`Round._hold_list`):
+# once nothing is pending, the fault has met at least one list call, and every `unknown`
+# job carries the reconciler's note, or a deadline passes. While they last, the reconciler
+# may settle nothing from a refused or malformed list; once lifted, every `unknown` job
+# must end settled.
+LIST_REFUSED_ERRCODE = 20003
+
+
+def list_refused(r: Round) -> Hit:
+    """The list API refuses (no paid seat): every list call answers an errcode."""
+    r.sandbox.state.faults.list_refuse_errcode = LIST_REFUSED_ERRCODE
+    return Hit("list_refused", time.time(), f"every list call answers {LIST_REFUSED_ERRCODE}")
+
+
+def list_malformed(r: Round) -> Hit:
+    """Every successful list answer is malformed, in turn: not JSON; no `missions`;
+    missions with odd time text and `msg_data` not JSON."""
+    r.sandbox.state.faults.list_malformed = 10**9
+    return Hit("list_malformed", time.time(), "every list answer malformed")
+
+
+def list_slow(r: Round) -> Hit:
+    """List answers slow, around the client's timeout (some pages time out)."""
+    slow_ms = random.uniform(300, 1500)
+    r.sandbox.state.faults.list_slow_ms = slow_ms
+    return Hit("list_slow", time.time(), f"every list answer {slow_ms:.0f} ms late")
+
+
+def lift_list_fault(r: Round, name: str) -> None:
+    faults = r.sandbox.state.faults
+    if name == "list_refused":
+        faults.list_refuse_errcode = 0
+    elif name == "list_malformed":
+        faults.list_malformed = 0
+    elif name == "list_slow":
+        faults.list_slow_ms = 0.0
 
 
 def token_invalidate(r: Round) -> Hit:
@@ -233,9 +302,21 @@ FAULTS: dict[str, Callable[[Round], Hit]] = {
         db_restart,
         vendor_5xx,
         vendor_hang,
+        vendor_late,
+        list_refused,
+        list_malformed,
+        list_slow,
         token_invalidate,
         force_10053,
         malformed_rows,
     )
 }
 REDIS_FAULTS = {"redis_flushall", "redis_restart"}
+LIST_FAULTS = {
+    "list_refused": "list_refuse_errcode",
+    "list_malformed": "list_malformed",
+    "list_slow": "list_slow_ms",
+}
+"""The list faults, and the sandbox's `faults_served` counter that proves each fired."""
+BLOCKING_LIST_FAULTS = {"list_refused", "list_malformed"}
+"""While one of these lasts, no list read can settle a job."""

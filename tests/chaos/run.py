@@ -3,8 +3,11 @@ SQLite and the sandbox, with faults at random moments, each checked against the 
 
     .venv/bin/python -m tests.chaos.run --rounds 50 [--db both] [--faults 2] [--seed 1]
 
-Every fault is used in turn (then at random), so a run of at least 12 rounds hits each
-one. Prints a line per round and a summary; exits 1 if any round broke the promise.
+Every fault is used in turn (then at random), so a run of at least 9 rounds (17 faults,
+2 a round) hits each one. The scheduler reconciles inside each round: jobs an ambiguous
+call left `unknown` are settled from the vendor's list (found -> sent, absent -> sent
+again) before the round checks. Prints a line per round and a summary; exits 1 if any
+round broke the promise.
 """
 
 from __future__ import annotations
@@ -51,9 +54,12 @@ def run(rounds: int, kinds: list[str], per_round: int, seed: int, jobs: int) -> 
         print(
             f"round {number:3d} {kind:10s} {','.join(faults):45s} sent {result.sent:3d} "
             f"unknown {result.unknown:2d} failed {result.failed:2d} dup {result.duplicates} "
-            f"lost {result.lost} errors {result.errors} {result.seconds:5.1f}s  {verdict}",
+            f"lost {result.lost} reconciled {result.found} found/{result.resent} resent "
+            f"errors {result.errors} {result.seconds:5.1f}s  {verdict}",
             flush=True,
         )
+        if result.stalled:
+            print(f"      {result.stalled}: {result.unknown} jobs left unknown", flush=True)
         for hit in result.faults:
             mark = "hit" if hit.proved else "NOT PROVED"
             print(f"      {hit.fault}: {hit.evidence} [{mark}]", flush=True)
@@ -72,6 +78,13 @@ def summary(results: list[RoundResult]) -> dict:
         "jobs": sum(r.jobs for r in results),
         "sent": sum(r.sent for r in results),
         "unknown": sum(r.unknown for r in results),
+        "reconciled": sum(r.reconciled for r in results),
+        "reconciled_found": sum(r.found for r in results),
+        "reconciled_resent": sum(r.resent for r in results),
+        "reconciled_absent_failed": sum(r.absent_failed for r in results),
+        "held_under_list_faults": sum(r.held for r in results),
+        "rounds_reconcile_stalled": sum(1 for r in results if r.stalled),
+        "list_calls": sum(r.list_calls for r in results),
         "duplicates": sum(r.duplicates for r in results),
         "lost": sum(r.lost for r in results),
         "seconds": round(sum(r.seconds for r in results), 1),
