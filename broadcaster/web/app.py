@@ -77,6 +77,7 @@ def create_app(boot: Bootstrap, web: WebSettings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
+    app.add_middleware(problems.CatchAll)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(BodyLimit, max_bytes=web.max_body_bytes)
     return app

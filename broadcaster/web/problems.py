@@ -12,6 +12,8 @@ allow the move 409, the database away 503; anything else is a 500 with one gener
 
 from __future__ import annotations
 
+import re
+import traceback
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -22,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broadcaster.db import first_line
 from broadcaster.errors import (
@@ -124,10 +127,10 @@ def problem_response(
         "type": "about:blank",
         "title": title(status),
         "status": status,
-        "detail": redact_text(detail),
+        "detail": scrub(detail),
     }
     if errors is not None:
-        body["errors"] = [{**e, "detail": redact_text(e["detail"])} for e in errors]
+        body["errors"] = [{**e, "detail": scrub(e["detail"])} for e in errors]
     body.update(extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -193,14 +196,60 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error(
-            "web_unexpected_error",
-            method=request.method,
-            path=request.url.path,
-            error=f"{type(exc).__name__}: {exc}",
-            exc_info=exc,
-        )
-        return problem_response(500, "an unexpected error; it has been logged")
+        log_unexpected(request.method, request.url.path, exc)
+        return problem_response(500, UNEXPECTED)
+
+
+UNEXPECTED = "an unexpected error; it has been logged"
+
+
+def log_unexpected(method: str, path: str, exc: BaseException) -> None:
+    # A plain traceback, never `exc_info`: a renderer that shows frame locals would
+    # print the ASGI scope, and with it the Authorization header.
+    log.error(
+        "web_unexpected_error",
+        method=method,
+        path=path,
+        error=scrub(f"{type(exc).__name__}: {exc}"),
+        traceback=scrub("".join(traceback.format_exception(exc))),
+    )
+
+
+class CatchAll:
+    """Answers an unexpected exception with a 500 problem and logs it scrubbed, so that it
+    does not travel on to Starlette's and uvicorn's own handlers, which log it again
+    with its text unscrubbed."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log_unexpected(scope.get("method", ""), scope.get("path", ""), exc)
+            if started:
+                raise
+            await problem_response(500, UNEXPECTED)(scope, receive, send)
+
+
+TOKEN_TEXT = re.compile(r"bct_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
+
+
+def scrub(text: str) -> str:
+    """Text for a log line: secrets masked, and any API token."""
+    return TOKEN_TEXT.sub("bct_***", redact_text(text))
 
 
 def _body_error(raw: list[Any]) -> bool:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Select, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, LargeBinary, Select, cast, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from broadcaster.jobs.screening import read_time
@@ -68,13 +68,18 @@ INTS = {
 
 
 def _columns(engine: Engine, *, safe: bool) -> list[ColumnElement[Any]]:
-    """The view's columns: as stored (fast), or with times in a form that cannot fail to
-    load (`safe`, for a page holding a time Python cannot read)."""
+    """The view's columns: as stored (fast), or in a form that cannot fail to load (`safe`,
+    for a page holding a time Python cannot read, or SQLite text that is not UTF-8)."""
     dialect = engine.dialect.name
     times: list[ColumnElement[Any]] = [
         loadable_time(jobs.c[name], dialect).label(name) if safe else jobs.c[name] for name in TIMES
     ]
-    others: list[ColumnElement[Any]] = [jobs.c[name] for name in OTHERS]
+    others: list[ColumnElement[Any]] = [
+        cast(jobs.c[name], LargeBinary).label(name)  # text that is not UTF-8 loads as bytes
+        if safe and dialect == "sqlite" and name not in INTS and name != "id"
+        else jobs.c[name]
+        for name in OTHERS
+    ]
     return others + times
 
 
@@ -111,9 +116,12 @@ def job_view(row: Any, default_corp: str | None) -> dict[str, Any]:
     data = dict(row._mapping)
     view: dict[str, Any] = {name: as_utc(data[name]) for name in TIMES}
     for name in OTHERS:
-        view[name] = _int(data[name]) if name in INTS else data[name]
+        value = data[name]
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "backslashreplace")
+        view[name] = _int(value) if name in INTS else value
     view["corp_id"] = data["corp_id"] if data["corp_id"] is not None else default_corp
-    view["payload"] = _payload(data["payload"])
+    view["payload"] = _payload(view["payload"])
     view["delivery"] = {
         "vendor_mission_id": view.pop("vendor_mission_id"),
         "status": view.pop("delivery_status"),

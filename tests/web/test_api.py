@@ -253,3 +253,35 @@ def test_openapi_document_and_docs_page(client: TestClient) -> None:
     assert "/api/v1/broadcasts" in document["paths"]
     assert "HTTPBearer" in document["components"]["securitySchemes"]
     assert client.get("/api/v1/docs").status_code == 200
+
+
+def test_rows_written_oddly_by_sql_are_shown_not_a_500(writer: TestClient, boot: Bootstrap) -> None:
+    """Producers' SQL can store what Python cannot read (the scheduler fails such rows):
+    the API shows them, with null where a value does not load."""
+    odd = (
+        [
+            "INSERT INTO broadcast_jobs (payload, priority, campaign, send_at) VALUES "
+            "('{\"x\": 1}', 'high', CAST(X'FF41' AS TEXT), '0000-06-01')"
+        ]
+        if boot.engine.dialect.name == "sqlite"
+        else [
+            "INSERT INTO broadcast_jobs (payload, send_at, campaign) "
+            "VALUES ('not json', '-infinity', 'odd')"
+        ]
+    )
+    with boot.engine.begin() as connection:
+        for statement in odd:
+            connection.execute(text(statement))
+        job_id = connection.execute(text("SELECT max(id) FROM broadcast_jobs")).scalar_one()
+    _post(writer, {"payload": BODY})
+    page = writer.get(URL)
+    assert page.status_code == 200, page.text
+    assert len(page.json()["items"]) == 2
+    shown = writer.get(f"{URL}/{job_id}")
+    assert shown.status_code == 200, shown.text
+    job = shown.json()
+    assert job["send_at"] is None
+    if boot.engine.dialect.name == "sqlite":
+        assert job["priority"] is None and job["campaign"] == "\\xffA"
+    else:
+        assert job["payload"] == "not json"

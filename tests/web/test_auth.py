@@ -133,3 +133,26 @@ def test_failures_wait_before_their_401(boot: Bootstrap, tokens: Tokens) -> None
             assert _call(client, "GET", "/api/v1/status", None, "nope") == 401
         assert time.perf_counter() - started >= 0.05 + 0.1 + 0.2
         assert _call(client, "GET", "/api/v1/status", None, tokens.read) == 200
+
+
+def test_an_unexpected_error_is_a_plain_500_and_its_log_holds_no_token(
+    boot: Bootstrap, tokens: Tokens
+) -> None:
+    app = create_app(boot, web_settings())
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError(f"something broke near {tokens.write}")
+
+    with capture_logs() as logs, TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/boom", headers=tokens.header("write"))
+    assert answer.status_code == 500
+    assert answer.json() == {
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": "an unexpected error; it has been logged",
+    }
+    (line,) = [entry for entry in logs if entry["event"] == "web_unexpected_error"]
+    assert "RuntimeError" in line["traceback"] and "exc_info" not in line
+    assert tokens.write not in json.dumps(logs, default=str)
