@@ -82,7 +82,15 @@ def show(
 ) -> None:
     """One job with its attempt history."""
     cli: CliContext = ctx.obj
-    job = _jsonable(cli.store.get(job_id))
+    row = cli.store.get(job_id)
+    job = _jsonable(row)
+    job["held"] = (
+        row.held_reason
+        if row.status == JobStatus.SCHEDULED
+        and row.held_until is not None
+        and row.held_until > utcnow()
+        else None
+    )  # e.g. "quiet hours until 08:00 (Asia/Shanghai)"
     job["attempt_history"] = [_jsonable(a) for a in cli.store.attempts_of(job_id)]
     if as_json:
         print_json(cli.console, job)

@@ -94,7 +94,56 @@ def render(report: dict[str, Any]) -> Group:
         parts.append(
             Text.assemble(f"  {reason['jobs']} × ", literal(reason["reason"] or "(no reason yet)"))
         )
+    parts.extend(_campaign_parts(report.get("campaign_controls")))
     return Group(*parts)
+
+
+def _campaign_parts(view: dict[str, Any] | None) -> list[Any]:
+    """Held jobs, the monthly cap's counts and the schedules (issue 15)."""
+    if not view:
+        return []
+    parts: list[Any] = []
+    for held in view["held"]:
+        parts.append(
+            Text.assemble(
+                f"{held['jobs']} job(s) of ",
+                literal(held["corp_id"], one_line=True),
+                " held: ",
+                literal(held["reason"] or "", one_line=True),
+            )
+        )
+    cap = view["monthly_cap"]
+    if cap["policy"] != "off" and cap["corps"]:
+        table = Table(
+            "corp",
+            "month",
+            "cap",
+            "groups counted",
+            "at the cap",
+            "most sent to one group",
+            title=f"monthly cap per customer group (policy {cap['policy'] or 'unknown'})",
+        )
+        for corp, counts in cap["corps"].items():
+            top = ", ".join(f"{g['group_id']} {g['messages']}" for g in counts["top_groups"][:3])
+            table.add_row(
+                literal(corp, one_line=True),
+                f"{counts['month']} ({counts['tz']})",
+                str(counts["cap"]),
+                str(counts["groups_counted"]),
+                str(counts["groups_at_cap"]),
+                literal(top or "-", one_line=True),
+            )
+        parts.append(table)
+    schedules = view["schedules"]
+    if schedules["active"] or schedules["paused"]:
+        parts.append(
+            Text(
+                f"schedules: {schedules['active']} active, {schedules['paused']} paused; "
+                f"last 24 h: {schedules['late_last_day']} occurrence(s) late, "
+                f"{schedules['skipped_last_day']} skipped (broadcaster schedules list)"
+            )
+        )
+    return parts
 
 
 def _delivery_table(groups: list[dict[str, Any]]) -> Table:
@@ -144,16 +193,21 @@ def status(
     cli: CliContext = ctx.obj
     corps = cli.boot.corps
     quota = _quota(cli)
+    policy = cli.settings.monthly_cap_policy
+
+    def report() -> dict[str, Any]:
+        return collect(cli.store, corps, quota, cap_policy=policy)
+
     if as_json:
-        print_json(cli.console, collect(cli.store, corps, quota))
+        print_json(cli.console, report())
         return
     if not watch:
-        cli.console.print(render(collect(cli.store, corps, quota)))
+        cli.console.print(render(report()))
         return
-    with Live(render(collect(cli.store, corps, quota)), console=cli.console) as live:
+    with Live(render(report()), console=cli.console) as live:
         try:
             while True:
                 time.sleep(watch)
-                live.update(render(collect(cli.store, corps, quota)))
+                live.update(render(report()))
         except KeyboardInterrupt:
             pass

@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 
+from broadcaster.campaigns.views import campaign_view
 from broadcaster.corps import CorpDirectory
 from broadcaster.jobs.states import JobStatus
 from broadcaster.jobs.store import JobStore
@@ -26,8 +27,15 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def collect(store: JobStore, corps: CorpDirectory, quota: RedisQuota | str) -> dict[str, Any]:
-    """Everything `status` shows; `quota` is the limiter, or why it is not available."""
+def collect(
+    store: JobStore,
+    corps: CorpDirectory,
+    quota: RedisQuota | str,
+    *,
+    cap_policy: str | None = None,
+) -> dict[str, Any]:
+    """Everything `status` shows; `quota` is the limiter, or why it is not available;
+    `cap_policy` the monthly cap's (MONTHLY_CAP_POLICY), shown with its counts."""
     now = utcnow()
     groups: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     totals: dict[str, int] = defaultdict(int)
@@ -78,6 +86,9 @@ def collect(store: JobStore, corps: CorpDirectory, quota: RedisQuota | str) -> d
         if totals.get(JobStatus.UNKNOWN)
         else [],
         "quota": _quota_view(sorted(corp_ids), corps, quota),
+        "campaign_controls": campaign_view(
+            store.engine, corps, now, default_corp=store.default_corp, cap_policy=cap_policy
+        ),
     }
 
 

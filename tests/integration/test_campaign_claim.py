@@ -241,3 +241,30 @@ def test_the_count_is_per_corp_and_month(store: JobStore, engine: Engine) -> Non
     assert sorted(claimed(store, november)) == sorted([first, other_corp])
     december = add(store, at("2026-12-01 00:00"), groups=["g1"])
     assert claimed(store, at("2026-12-01 00:00")) == [december]
+
+
+# ------------------------------------------------------------------ what status shows
+def test_status_shows_held_jobs_and_the_cap_counts(store: JobStore) -> None:
+    from broadcaster.campaigns.views import campaign_view
+    from broadcaster.ops.report import collect
+
+    controlled(store, quiet_hours="22:00-08:00", monthly_cap=1, monthly_cap_policy="trim")
+    sent = add(store, at("2026-11-26 12:00"), groups=["g1", "g2"])
+    assert claimed(store, at("2026-11-26 12:00")) == [sent]
+    add(store, at("2026-11-26 23:00"))
+    assert claimed(store, at("2026-11-26 23:00")) == []
+    corps = CorpDirectory(make_settings(monthly_cap=1, quiet_hours="22:00-08:00"))
+    view = campaign_view(
+        store.engine, corps, at("2026-11-26 23:00"), default_corp="corp-default", cap_policy="trim"
+    )
+    assert view["held"] == [
+        {"corp_id": "corp-default", "reason": "quiet hours until 08:00 (Asia/Shanghai)", "jobs": 1}
+    ]
+    month = view["monthly_cap"]["corps"]["corp-default"]
+    assert (month["month"], month["cap"], month["groups_counted"], month["groups_at_cap"]) == (
+        "2026-11",
+        1,
+        2,
+        2,
+    )
+    assert "campaign_controls" in collect(store, corps, "no Redis here", cap_policy="trim")
