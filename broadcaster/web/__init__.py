@@ -10,6 +10,9 @@
     models.py    what the API takes and gives (pydantic; the producer's JobRequest reused)
     queries.py   the reads the API needs beyond the JobStore (cursor pages, campaigns)
     api.py       the /api/v1 routes
-    metrics.py   /metrics: table-derived figures, cached
+    scheduling.py  POST /broadcasts: validate all, refuse conflicts, insert, replays
+    metrics.py   /metrics: figures from the tables and Redis, cached; request metrics
+    attempt_totals.py  running totals over broadcast_attempts for /metrics
     health.py    /healthz and /readyz
+    server.py    uvicorn, stopped by SIGTERM like every broadcaster process
 """

@@ -12,7 +12,8 @@ from sqlalchemy import insert, update
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.jobs.tables import attempts, jobs
 from broadcaster.timeutil import utcnow
-from broadcaster.web.metrics import AttemptCounter, read_figures
+from broadcaster.web.attempt_totals import AttemptCounter
+from broadcaster.web.metrics import read_figures
 from tests.web.conftest import BODY
 
 
