@@ -262,8 +262,13 @@ class WebMetrics:
         )
 
 
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Probes and scrapes, logged at debug when they succeed."""
+
+
 class RequestMetrics:
-    """Pure ASGI middleware counting requests by method, route template and status."""
+    """Pure ASGI middleware: counts requests by method, route template and status, and
+    writes the access log line."""
 
     def __init__(self, app: ASGIApp, metrics: WebMetrics) -> None:
         self.app = app
@@ -285,5 +290,16 @@ class RequestMetrics:
             await self.app(scope, receive, tracking_send)
         finally:
             route = getattr(scope.get("route"), "path", "(unmatched)")
+            elapsed = time.perf_counter() - started
             self.metrics.requests.labels(scope["method"], route, str(status[0])).inc()
-            self.metrics.duration.labels(route).observe(time.perf_counter() - started)
+            self.metrics.duration.labels(route).observe(elapsed)
+            # the access log, in place of uvicorn's: never a header, never the query
+            quiet = route in QUIET_ROUTES and status[0] < 400
+            (log.debug if quiet else log.info)(
+                "http_request",
+                method=scope["method"],
+                route=route,
+                status=status[0],
+                duration_ms=round(elapsed * 1000, 1),
+                client=(scope.get("client") or ("?",))[0],
+            )

@@ -36,5 +36,6 @@ def serve(app: FastAPI, *, host: str, port: int, log_level: str) -> None:
         log_level=log_level,
         server_header=False,
         proxy_headers=False,
+        access_log=False,  # the app writes its own (RequestMetrics), as JSON like the rest
     )
     Server(config).run()

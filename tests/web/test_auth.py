@@ -156,3 +156,34 @@ def test_an_unexpected_error_is_a_plain_500_and_its_log_holds_no_token(
     (line,) = [entry for entry in logs if entry["event"] == "web_unexpected_error"]
     assert "RuntimeError" in line["traceback"] and "exc_info" not in line
     assert tokens.write not in json.dumps(logs, default=str)
+
+
+def test_the_access_log_names_the_route_never_the_token(client: TestClient, tokens: Tokens) -> None:
+    with capture_logs() as logs:
+        _call(client, "GET", "/api/v1/broadcasts/7", None, tokens.read)
+        _call(client, "GET", "/api/v1/broadcasts", None, tokens.read + "x")
+    lines = [entry for entry in logs if entry["event"] == "http_request"]
+    assert [(line["route"], line["status"]) for line in lines] == [
+        ("/api/v1/broadcasts/{job_id}", 404),
+        ("/api/v1/broadcasts", 401),
+    ]
+    assert tokens.read not in json.dumps(logs, default=str)
+
+
+def test_cors_is_off_unless_origins_are_configured(boot: Bootstrap) -> None:
+    preflight = {
+        "Origin": "https://crm.example.com",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    with TestClient(create_app(boot, web_settings())) as client:
+        answer = client.options("/api/v1/broadcasts", headers=preflight)
+        assert "access-control-allow-origin" not in answer.headers
+    allowed = web_settings(cors_origins="https://crm.example.com, https://ops.example.com")
+    with TestClient(create_app(boot, allowed)) as client:
+        answer = client.options("/api/v1/broadcasts", headers=preflight)
+        assert answer.headers["access-control-allow-origin"] == "https://crm.example.com"
+        other = client.options(
+            "/api/v1/broadcasts", headers={**preflight, "Origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in other.headers
