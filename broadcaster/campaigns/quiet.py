@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-WINDOW = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*")
+WINDOW = re.compile(r"\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*-\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*")
 LONGEST_SPAN_DAYS = 800
 """`quiet_seconds` looks at most this many days back; an older job is stale anyway."""
 
@@ -30,22 +30,23 @@ class QuietWindow:
 
     @classmethod
     def parse(cls, text: str | None) -> QuietWindow | None:
-        """`"22:00-08:00"` → a window; empty or None → no window; BadWindow otherwise."""
+        """`"22:00-08:00"` → a window (seconds allowed: `"21:59:30-08:00"`); empty or None
+        → no window; BadWindow otherwise."""
         if text is None or not text.strip():
             return None
         match = WINDOW.fullmatch(text)
         if match is None:
             raise BadWindow("write a window like 22:00-08:00 (HH:MM-HH:MM, 24-hour clock)")
-        sh, sm, eh, em = (int(part) for part in match.groups())
-        if sh > 23 or eh > 23 or sm > 59 or em > 59:
-            raise BadWindow("hours 00-23 and minutes 00-59, like 22:00-08:00")
-        start, end = time(sh, sm), time(eh, em)
+        sh, sm, ss, eh, em, es = (int(part or 0) for part in match.groups())
+        if sh > 23 or eh > 23 or sm > 59 or em > 59 or ss > 59 or es > 59:
+            raise BadWindow("hours 00-23, minutes and seconds 00-59, like 22:00-08:00")
+        start, end = time(sh, sm, ss), time(eh, em, es)
         if start == end:
             raise BadWindow("start and end are equal; leave it empty for no quiet hours")
         return cls(start, end)
 
     def __str__(self) -> str:
-        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+        return f"{_hhmm(self.start)}-{_hhmm(self.end)}"
 
     @property
     def crosses_midnight(self) -> bool:
@@ -94,4 +95,8 @@ def _utc(day: date, wall: time, tz: ZoneInfo) -> datetime:
 
 def local_hhmm(moment: datetime, tz: ZoneInfo) -> str:
     """A naive UTC time as the corp reads it, for "held: quiet hours until 08:00"."""
-    return f"{moment.replace(tzinfo=UTC).astimezone(tz):%H:%M}"
+    return _hhmm(moment.replace(tzinfo=UTC).astimezone(tz).time())
+
+
+def _hhmm(moment: time) -> str:
+    return f"{moment:%H:%M:%S}" if moment.second else f"{moment:%H:%M}"

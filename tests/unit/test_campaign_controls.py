@@ -33,6 +33,7 @@ def utc(text: str) -> datetime:
     [
         ("22:00-08:00", NIGHT),
         (" 9:30 - 12:00 ", QuietWindow(time(9, 30), time(12))),
+        ("21:59:30-08:00:05", QuietWindow(time(21, 59, 30), time(8, 0, 5))),
         ("", None),
         ("  ", None),
     ],
@@ -41,7 +42,9 @@ def test_windows_are_read(text: str, window: QuietWindow | None) -> None:
     assert QuietWindow.parse(text) == window
 
 
-@pytest.mark.parametrize("text", ["22-08", "22:00", "24:00-08:00", "22:60-08:00", "08:00-08:00"])
+@pytest.mark.parametrize(
+    "text", ["22-08", "22:00", "24:00-08:00", "22:60-08:00", "08:00-08:00", "22:00:60-08:00"]
+)
 def test_a_malformed_window_is_refused(text: str) -> None:
     with pytest.raises(BadWindow):
         QuietWindow.parse(text)
