@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from broadcaster.bootstrap import Bootstrap
 from broadcaster.web.problems import Problem
 from broadcaster.web.tokens import Principal, TokenStore
 
@@ -61,9 +62,15 @@ async def principal(
 ) -> Principal:
     tokens: TokenStore = request.app.state.tokens
     throttle: FailureThrottle = request.app.state.auth_throttle
+    boot: Bootstrap = request.app.state.boot
+
+    def check(token: str) -> Principal | None:
+        boot.store  # noqa: B018 - the database checked first (once): a missing SQLite file is a 503, never created
+        return tokens.authenticate(token)
+
     found = None
     if credentials is not None and credentials.scheme.lower() == "bearer":
-        found = await run_in_threadpool(tokens.authenticate, credentials.credentials)
+        found = await run_in_threadpool(check, credentials.credentials)
     if found is None:
         client = request.client.host if request.client else "?"
         delay = throttle.failed(client)

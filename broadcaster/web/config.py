@@ -51,4 +51,5 @@ def load_web_settings(**overrides: object) -> WebSettings:
     try:
         return WebSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise SettingsError(describe_validation_error(exc, env_names=True)) from None
+        lines = describe_validation_error(exc, env_names=True).split("; ")
+        raise SettingsError("; ".join(f"WEB_{line}" for line in lines)) from None

@@ -204,8 +204,18 @@ def test_readyz_names_what_is_not_ready(tmp_path: Path, sqlite_template: Path) -
         assert body["detail"] == "not ready: database, redis"
         assert httpx.get(f"{url}/healthz").status_code == 200
         tokenless = httpx.get(f"{url}/api/v1/status", headers={"Authorization": "Bearer x"})
-        assert tokenless.status_code in (401, 503)
+        assert tokenless.status_code == 503 and "db upgrade" in tokenless.json()["detail"]
         assert tokenless.headers["content-type"] == "application/problem+json"
+        missing = tmp_path / "missing.db"
+        boot_missing = Bootstrap(make_settings(database_url=f"sqlite:///{missing}"))
+        stop()
+        url, stop = serve(boot_missing)
+        assert (
+            httpx.get(f"{url}/api/v1/status", headers={"Authorization": "Bearer x"}).status_code
+            == 503
+        )
+        assert httpx.get(f"{url}/readyz").status_code == 503
+        assert not missing.exists(), "a missing SQLite file is never created"
     finally:
         stop()
     shutil.rmtree(tmp_path, ignore_errors=True)
