@@ -638,7 +638,9 @@ def proof(hit: Hit, stats: dict[str, Any], served: dict[str, int], statuses: lis
         "malformed_rows": lambda: statuses.count(JobStatus.FAILED) > 0,
         "kill9_worker": lambda: " 0 calls in flight" not in hit.evidence,
         "redis_flushall": lambda: not hit.evidence.startswith("0 keys"),
-        "db_restart": lambda: hit.evidence.startswith("restarted"),
+        "db_restart": lambda: (
+            hit.evidence.startswith("restarted") or "write-locked" in hit.evidence
+        ),
     }
     return checks.get(hit.fault, lambda: True)()
 
