@@ -110,8 +110,8 @@ class Bootstrap:
             after_s=settings.reconcile_after_s,
             track_s=settings.delivery_track_s,
         )
-        lease_s = max(120.0, 4 * settings.reconcile_interval_s)  # a pass that outlives it is
-        # still safe (every move is a compare-and-set); it only costs the quota a double read
+        # Renewed after every page and span: a killed scheduler holds the pass this long.
+        lease_s = max(60.0, 2 * settings.reconcile_interval_s)
         return Reconciler(
             self.store,
             self.vendor,

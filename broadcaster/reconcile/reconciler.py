@@ -122,9 +122,20 @@ class _Span:
 
 
 class PassLock:
-    """One reconcile pass at a time across schedulers: SET NX with a lease in Redis, freed
-    by the holder only. The job moves are compare-and-sets anyway; the lock saves the
-    list quota a second scheduler would spend reading the same pages."""
+    """One reconcile pass at a time across schedulers: SET NX with a short lease in Redis,
+    renewed by the holder as it goes (after every page and every span) and freed by the
+    holder only. A scheduler killed mid-pass therefore holds the others up for one lease,
+    not for the length of a pass. The job moves are compare-and-sets anyway; the lock
+    saves the list quota a second scheduler would spend reading the same pages."""
+
+    _RENEW = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then "
+        "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+    )
+    _RELEASE = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
+        "return 0"
+    )
 
     def __init__(
         self, client: redis.Redis, *, lease_s: float, key: str = "broadcaster:reconcile:pass"
@@ -135,14 +146,14 @@ class PassLock:
     def acquire(self) -> bool:
         return bool(self.client.set(self.key, self.token, nx=True, px=self.lease_ms))
 
+    def renew(self) -> None:
+        try:
+            self.client.eval(self._RENEW, 1, self.key, self.token, self.lease_ms)
+        except redis.RedisError as exc:  # the moves stay safe without the lock
+            log.warning("reconcile_lock_renew_failed", error=str(exc))
+
     def release(self) -> None:
-        self.client.eval(
-            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
-            "return 0",
-            1,
-            self.key,
-            self.token,
-        )
+        self.client.eval(self._RELEASE, 1, self.key, self.token)
 
 
 class Reconciler:
@@ -168,6 +179,10 @@ class Reconciler:
         finally:
             if self.lock is not None:
                 self.lock.release()
+
+    def _still_mine(self) -> None:
+        if self.lock is not None:
+            self.lock.renew()
 
     def _run(self) -> PassReport:
         now, config = self.clock(), self.config
@@ -204,6 +219,7 @@ class Reconciler:
             )
             for job in span.jobs:
                 self._apply(job, matches[job.id], now, done)
+            self._still_mine()
         if done.found or done.resent or done.failed or done.unsettled:
             log.info(
                 "reconciled",
@@ -258,6 +274,7 @@ class Reconciler:
             if page is None:
                 return False
             done.pages += 1
+            self._still_mine()
             into.extend(page.missions)
             readable &= page.unreadable == 0
             offset += page.raw_count

@@ -488,6 +488,10 @@ class Round:
         for name, status in by_name.items():
             if status == JobStatus.SENT and created.get(name) != 1:
                 violations.append(f"{name} sent but created {created.get(name, 0)} times")
+        failed = [name for name, status in by_name.items() if status == JobStatus.FAILED]
+        if failed:  # a valid body never fails: that would be a message lost
+            reasons = {last_errors[self.names[name]] for name in failed}
+            violations.append(f"{len(failed)} valid jobs failed: {sorted(reasons)[:3]}")
         for name in created:
             if by_name.get(name) not in (JobStatus.SENT, JobStatus.UNKNOWN):
                 violations.append(f"{name} created but the job is {by_name.get(name)}")

@@ -17,7 +17,7 @@ from broadcaster.bootstrap import Bootstrap
 from broadcaster.jobs.states import JobStatus
 from broadcaster.jobs.store import JobStore
 from broadcaster.ops.report import collect
-from broadcaster.reconcile.reconciler import PassReport, ReconcileConfig, Reconciler
+from broadcaster.reconcile.reconciler import PassLock, PassReport, ReconcileConfig, Reconciler
 from broadcaster.timeutil import utcnow
 from broadcaster.vendor.sandbox import SandboxServer
 from tests.conftest import make_settings
@@ -227,3 +227,16 @@ def test_unknown_mode_leaves_unknown_jobs_to_the_operator(
     )
     report = reconciler.run_pass()
     assert rig.store.get(job_id).status == JobStatus.UNKNOWN and report.corps == []
+
+
+def test_one_pass_at_a_time_and_a_dead_holder_frees_it_after_one_lease(redis_client) -> None:  # type: ignore[no-untyped-def]
+    first = PassLock(redis_client, lease_s=0.5)
+    second = PassLock(redis_client, lease_s=0.5)
+    assert first.acquire() and not second.acquire()
+    first.renew()
+    assert redis_client.pttl(first.key) > 400
+    second.release()  # not the holder: nothing happens
+    assert not second.acquire()
+    first.release()
+    assert second.acquire(), "released by its holder"
+    assert wait_until(lambda: first.acquire(), timeout=3), "a holder that died frees it"
