@@ -49,6 +49,47 @@ BODY = {
 }
 
 
+def body(number: int) -> dict[str, Any]:
+    """BODY to a group of its own: a group's monthly cap never rejects a benchmark job."""
+    return {**BODY, "group_ext_id_list": [f"g{number}"]}
+
+
+def memory_per_corp() -> dict[str, float]:
+    """Redis memory of one corp's quota after a full hour at Weiban's shape (600/min,
+    36000/h), replayed in seconds through the reservation script on a stand-in clock;
+    baseline: the call log it replaced (a sorted set with a member per call in the hour),
+    built in the same Redis from the same moments."""
+    import uuid
+
+    import redis as redis_lib
+
+    from broadcaster.corps import QuotaLimits
+    from broadcaster.quota.limiter import RedisQuota, interval_ms
+
+    client = redis_lib.Redis.from_url(redis_url())
+    limits = QuotaLimits(per_minute=600, per_hour=36000, max_in_flight=4)
+    quota = RedisQuota(client, lambda _corp: limits, slot_lease_s=25)
+    start_ms = time.time() * 1000
+    now, moments, refused = start_ms, [], 0
+    while now < start_ms + 3_600_000:
+        status, value = quota.reserve(
+            "corp-a", "create", uuid.uuid4().hex, max_wait_s=5, now_ms=now
+        )
+        if status in ("slot", "ok"):
+            moments.append(now + value)
+            now += value + interval_ms(limits)
+        else:
+            refused += 1
+            now += value
+    log_key = "bench:old-call-log"
+    for chunk in range(0, len(moments), 5000):
+        client.zadd(log_key, {uuid.uuid4().hex: m for m in moments[chunk : chunk + 5000]})
+    old = int(client.memory_usage(log_key, samples=0) or 0)
+    new = quota.memory_bytes("corp-a", "create")
+    client.close()
+    return {"calls": len(moments), "refused": refused, "bytes": new, "log_bytes": old}
+
+
 def vendor() -> SandboxServer:
     return SandboxServer(
         SandboxConfig(
@@ -93,7 +134,7 @@ def run_broadcaster(processes: int, seconds: float, chart: bool = False) -> dict
     sandbox = vendor()
     store = store_for(db)
     schedule_many(
-        [{"payload": BODY} for _ in range(int(ALLOWED * seconds * 1.2) + 200)],
+        [{"payload": body(n)} for n in range(int(ALLOWED * seconds * 1.2) + 200)],
         store=store,
         batch_size=5000,
     )
@@ -254,7 +295,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, one round (CI)")
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--memory", action="store_true", help="only Redis memory per corp at a full hour"
+    )
     args = parser.parse_args()
+    memory = memory_per_corp()
+    print(
+        f"Redis memory per corp at a full hour ({memory['calls']:.0f} calls, "
+        f"{memory['refused']:.0f} refused by a window): {memory['bytes'] / 1024:.0f} KB; "
+        f"the call log it replaced: {memory['log_bytes'] / 1024:.0f} KB "
+        f"(ratio {memory['bytes'] / memory['log_bytes']:.3f}; target ≤ 256 KB); "
+        f"1000 corps: {memory['bytes'] * 1000 / 2**20:.0f} MB"
+    )
+    if args.memory:
+        return
     seconds = args.seconds or (8.0 if args.quick else 70.0)
     rounds = args.rounds or (1 if args.quick else 3)
     results: dict[str, list[dict[str, Any]]] = {}

@@ -6,8 +6,9 @@ single-process setup. Every rule is `RedisQuota`'s, and one contract test suite
 (tests/integration/test_quota_contract.py) runs against both, so this one cannot drift:
 
 - pace: a GCRA reservation, one call per `interval_ms(limits)`;
-- windows: a log of call moments refuses a call that would make more than the usable
-  per-minute count in any sliding 60 s (+ margin), or the per-hour count in any hour;
+- windows: counts per 100 ms and per second, counted while a bucket's start lies in the
+  window widened by its margin, refuse a call that would make more than the usable
+  per-minute count in any sliding 60 s, or the per-hour count in any hour;
 - in flight: at most `max_in_flight` leased slots (10052 lowers the cap for a while);
 - block: 10053 pauses the (corp, API), `block_s` doubling on repeats up to `block_max_s`;
   a 429 `pause` extends a block and never shortens it, without escalating.
@@ -19,12 +20,16 @@ import math
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from broadcaster.corps import QuotaLimits
 from broadcaster.quota.limiter import (
+    HOUR_BUCKET_MS,
+    HOUR_MARGIN_MS,
+    MINUTE_BUCKET_MS,
     WINDOW_MARGIN_MS,
     QuotaRules,
     Slot,
@@ -39,10 +44,42 @@ _LEVEL_MEMORY_MS = 600_000
 
 
 @dataclass
+class _Window:
+    """Call counts per bucket of `width` ms, oldest first, and their sum (RedisQuota's
+    `minute` or `hour` list with its field of `sums`)."""
+
+    width: int
+    buckets: deque[list[int]] = field(default_factory=deque)  # [index, calls]
+    total: int = 0
+
+    def prune(self, cutoff: float) -> float | None:
+        """Drop buckets starting at or before `cutoff`; the oldest start left, if any."""
+        while self.buckets:
+            index, calls = self.buckets[0]
+            if index * self.width > cutoff:
+                return float(index * self.width)
+            self.buckets.popleft()
+            self.total -= calls
+        return None
+
+    def record(self, at: float) -> None:
+        index = math.floor(at / self.width)
+        if self.buckets and self.buckets[-1][0] == index:
+            self.buckets[-1][1] += 1
+        else:
+            self.buckets.append([index, 1])
+        self.total += 1
+
+    def calls_between(self, since: float, until: float) -> int:
+        return sum(c for i, c in self.buckets if since <= i * self.width <= until)
+
+
+@dataclass
 class _State:
     """One (corp, API): what RedisQuota keeps under its keys."""
 
-    log: list[float] = field(default_factory=list)  # call moments (ms), sorted
+    minute: _Window = field(default_factory=lambda: _Window(MINUTE_BUCKET_MS))
+    hour: _Window = field(default_factory=lambda: _Window(HOUR_BUCKET_MS))
     tat: float = 0.0  # the next free paced moment
     block_until: float = 0.0
     level: int = 0
@@ -114,14 +151,14 @@ class InMemoryQuota(QuotaRules):
         if at - now > max_wait_ms:
             return "wait", at - now
         margin = WINDOW_MARGIN_MS
-        state.log = [moment for moment in state.log if moment > at - _HOUR_MS - margin]
-        in_minute = [moment for moment in state.log if moment >= at - _MINUTE_MS - margin]
-        if len(in_minute) >= limits.usable_per_minute:
-            return "wait", in_minute[0] + _MINUTE_MS + margin - now + 1
-        if len(state.log) >= limits.usable_per_hour:
-            return "wait", state.log[0] + _HOUR_MS + margin - now + 1
-        state.log.append(at)
-        state.log.sort()
+        first = state.minute.prune(at - _MINUTE_MS - margin)
+        if first is not None and state.minute.total >= limits.usable_per_minute:
+            return "wait", first + _MINUTE_MS + margin - now + 1
+        first = state.hour.prune(at - _HOUR_MS - HOUR_MARGIN_MS)
+        if first is not None and state.hour.total >= limits.usable_per_hour:
+            return "wait", first + _HOUR_MS + HOUR_MARGIN_MS - now + 1
+        state.minute.record(at)
+        state.hour.record(at)
         interval = interval_ms(limits)
         state.tat = max(state.tat, at - interval) + interval
         if at <= now and self._take_slot(state, limits, member, now)[0] == "ok":
@@ -198,5 +235,6 @@ class InMemoryQuota(QuotaRules):
     def calls_in_last(self, corp_id: str, api: str, seconds: float) -> int:
         with self._lock:
             now = self._now_ms()
-            log = self._state(corp_id, api).log
-            return sum(1 for moment in log if now - seconds * 1000 <= moment <= now)
+            state = self._state(corp_id, api)
+            window = state.minute if seconds <= 60 else state.hour
+            return window.calls_between(now - seconds * 1000, now)
