@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import AfterValidator, Field
 
@@ -28,6 +29,7 @@ from broadcaster.web.models import (
 )
 from broadcaster.web.scheduling import schedule
 
+log = structlog.get_logger("broadcaster.web")
 MAX_ID = 2**63 - 1
 JSON = "application/json"
 
@@ -90,6 +92,14 @@ def create_broadcasts(
     ] = None,
 ) -> Response:
     outcome = schedule(_store(request), body, idempotency_key)
+    jobs = [(item.created, len(item.jobs)) for item in outcome.items]
+    log.info(
+        "api_jobs_scheduled",
+        token=who.name,
+        items=len(jobs),
+        jobs_created=sum(n for created, n in jobs if created),
+        items_replayed=sum(1 for created, _ in jobs if not created),
+    )
     return Response(  # built and checked once: FastAPI need not validate it again
         outcome.model_dump_json(),
         status_code=201 if any(item.created for item in outcome.items) else 200,

@@ -82,6 +82,7 @@ async def principal(
             else "the bearer token is not valid (wrong, malformed or revoked)"
         )
         raise Problem(401, detail, headers=UNAUTHORIZED_HEADERS)
+    request.state.token_name = found.name  # the access log says which token (by name)
     return found
 
 

@@ -302,4 +302,5 @@ class RequestMetrics:
                 status=status[0],
                 duration_ms=round(elapsed * 1000, 1),
                 client=(scope.get("client") or ("?",))[0],
+                token=(scope.get("state") or {}).get("token_name"),
             )

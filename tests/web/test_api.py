@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text, update
+from structlog.testing import capture_logs
 
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.jobs.tables import jobs
@@ -135,8 +136,11 @@ def test_bad_bodies_are_400_415_and_413(boot: Bootstrap, tokens: Tokens) -> None
 
 
 def test_idempotency_key_replays_and_conflicts(writer: TestClient, boot: Bootstrap) -> None:
-    first = _post(writer, {"payload": BODY, "campaign": "k"}, **{"Idempotency-Key": "order-1"})
+    with capture_logs() as logs:
+        first = _post(writer, {"payload": BODY, "campaign": "k"}, **{"Idempotency-Key": "order-1"})
     assert first.status_code == 201
+    (audit,) = [line for line in logs if line["event"] == "api_jobs_scheduled"]
+    assert audit["token"] == "writer" and audit["jobs_created"] == 1
     again = _post(writer, {"payload": BODY, "campaign": "k"}, **{"Idempotency-Key": "order-1"})
     assert again.status_code == 200
     assert again.json()["items"][0]["created"] is False

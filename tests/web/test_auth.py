@@ -163,9 +163,9 @@ def test_the_access_log_names_the_route_never_the_token(client: TestClient, toke
         _call(client, "GET", "/api/v1/broadcasts/7", None, tokens.read)
         _call(client, "GET", "/api/v1/broadcasts", None, tokens.read + "x")
     lines = [entry for entry in logs if entry["event"] == "http_request"]
-    assert [(line["route"], line["status"]) for line in lines] == [
-        ("/api/v1/broadcasts/{job_id}", 404),
-        ("/api/v1/broadcasts", 401),
+    assert [(line["route"], line["status"], line["token"]) for line in lines] == [
+        ("/api/v1/broadcasts/{job_id}", 404, "reader"),
+        ("/api/v1/broadcasts", 401, None),
     ]
     assert tokens.read not in json.dumps(logs, default=str)
 
