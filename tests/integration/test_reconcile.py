@@ -6,6 +6,7 @@ groups. The clock handed to the reconciler runs ahead, so a call made a second a
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -240,3 +241,24 @@ def test_one_pass_at_a_time_and_a_dead_holder_frees_it_after_one_lease(redis_cli
     first.release()
     assert second.acquire(), "released by its holder"
     assert wait_until(lambda: first.acquire(), timeout=3), "a holder that died frees it"
+
+
+def test_two_reconcilers_at_once_settle_each_job_once(rig: Rig) -> None:
+    """Two schedulers whose passes overlap (no lock between them): every move is a
+    compare-and-set, so a job is sent again once, however the passes interleave."""
+    lost = []
+    for index in range(6):
+        rig.sandbox.state.faults.http_5xx = 1
+        lost.append(rig.send(body(name=f"lost-{index}")))
+    passes = [rig.reconciler(), rig.reconciler()]
+    reports: list[PassReport] = []
+    threads = [threading.Thread(target=lambda r=r: reports.append(r.run_pass())) for r in passes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(report.count("resent") for report in reports) == len(lost)
+    for job_id in lost:
+        outcomes = [a.outcome for a in rig.store.attempts_of(job_id)]
+        assert outcomes == ["ambiguous", "absent"], outcomes
+        assert rig.store.get(job_id).status == JobStatus.SCHEDULED
