@@ -32,7 +32,12 @@ class WebSettings(BaseSettings):
         default="", description="comma-separated origins allowed by CORS; empty: CORS off"
     )
     metrics_cache_s: float = Field(
-        default=5.0, ge=0, le=3600, allow_inf_nan=False, description="table figures cached"
+        default=10.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="the figures from the tables are read again at most this often (in the "
+        "background; a scrape never waits but the first)",
     )
     auth_fail_delay_s: float = Field(
         default=0.2,

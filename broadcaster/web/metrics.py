@@ -126,7 +126,10 @@ def _quota(boot: Bootstrap, seen: set[str]) -> tuple[dict[str, dict[str, float]]
 
 
 class TableCollector(Collector):
-    """Figures read from the tables and Redis, cached, refreshed by one scrape at a time."""
+    """Figures read from the tables and Redis. A scrape never waits for a read but the
+    first: when the figures are older than `cache_s`, one read starts in the background
+    and the scrape gets the figures in hand (their age is a metric). `cache_s` 0 reads at
+    every scrape, in the scrape (tests)."""
 
     def __init__(self, boot: Bootstrap, cache_s: float) -> None:
         self.boot = boot
@@ -137,21 +140,34 @@ class TableCollector(Collector):
         self._attempts = AttemptCounter()
 
     def figures(self) -> Figures:
-        fresh = time.monotonic() - self._read_at < self.cache_s
-        if fresh and self._figures is not None:
-            return self._figures
-        if not self._lock.acquire(blocking=self._figures is None):
-            return self._figures or Figures()  # another scrape is refreshing
+        if self._figures is None or self.cache_s == 0:
+            with self._lock:
+                self._read()
+        elif time.monotonic() - self._read_at >= self.cache_s and self._lock.acquire(
+            blocking=False
+        ):
+            threading.Thread(
+                target=self._read_and_release, name="metrics-read", daemon=True
+            ).start()
+        assert self._figures is not None
+        return self._figures
+
+    def age_s(self) -> float:
+        return time.monotonic() - self._read_at
+
+    def _read_and_release(self) -> None:
         try:
-            try:
-                self._figures = read_figures(self.boot, self._attempts)
-            except Exception as exc:  # any failure: figures marked down, never a 500
-                log.warning("metrics_table_unavailable", error=str(exc))
-                self._figures = Figures()
-            self._read_at = time.monotonic()
-            return self._figures
+            self._read()
         finally:
             self._lock.release()
+
+    def _read(self) -> None:
+        try:
+            self._figures = read_figures(self.boot, self._attempts)
+        except Exception as exc:  # any failure: figures marked down, never a 500
+            log.warning("metrics_table_unavailable", error=str(exc))
+            self._figures = Figures()
+        self._read_at = time.monotonic()
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # figures are read at scrape time, not at registration
@@ -171,6 +187,11 @@ class TableCollector(Collector):
             "broadcaster_metrics_read_seconds",
             "how long the last read of the tables and Redis took",
             value=f.read_s,
+        )
+        yield GaugeMetricFamily(
+            "broadcaster_metrics_age_seconds",
+            "how old the figures from the tables and Redis are",
+            value=self.age_s(),
         )
         if not f.table_ok:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -117,3 +118,18 @@ def test_metrics_survive_a_database_without_tables(tmp_path) -> None:  # type: i
         answer = client.get("/metrics")
     assert answer.status_code == 200
     assert 'broadcaster_metrics_source_up{source="database"} 0.0' in answer.text
+
+
+def test_a_scrape_never_waits_for_a_read_but_the_first(boot: Bootstrap) -> None:
+    from broadcaster.web.metrics import TableCollector
+
+    collector = TableCollector(boot, cache_s=0.05)
+    first = collector.figures()
+    assert first.table_ok
+    with boot.engine.begin() as connection:
+        connection.execute(insert(jobs).values(payload="{}", campaign="late"))
+    deadline = time.monotonic() + 10
+    while not any(campaign == "late" for _, campaign, _, _ in collector.figures().jobs):
+        assert time.monotonic() < deadline, "the background read never landed"
+        time.sleep(0.02)
+    assert collector.age_s() < 10
