@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import broadcaster
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.web import api, health, problems
-from broadcaster.web.auth import FailureThrottle
+from broadcaster.web.auth import FailureThrottle, reader
 from broadcaster.web.config import WebSettings
 from broadcaster.web.limits import BodyLimit
 from broadcaster.web.metrics import RequestMetrics, WebMetrics
@@ -66,9 +66,16 @@ def create_app(boot: Bootstrap, web: WebSettings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route(
+        "/metrics",
+        prometheus,
+        methods=["GET"],
+        include_in_schema=False,
+        dependencies=[] if web.metrics_public else [Depends(reader)],
+    )
 
     if web.origins():
         app.add_middleware(

@@ -39,6 +39,11 @@ class WebSettings(BaseSettings):
         description="the figures from the tables are read again at most this often (in the "
         "background; a scrape never waits but the first)",
     )
+    metrics_public: bool = Field(
+        default=True,
+        description="false: /metrics needs a read token too (Prometheus' "
+        "authorization: credentials_file)",
+    )
     auth_fail_delay_s: float = Field(
         default=0.2,
         ge=0,

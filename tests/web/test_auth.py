@@ -187,3 +187,10 @@ def test_cors_is_off_unless_origins_are_configured(boot: Bootstrap) -> None:
             "/api/v1/broadcasts", headers={**preflight, "Origin": "https://evil.example"}
         )
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_metrics_can_require_a_read_token(boot: Bootstrap, tokens: Tokens) -> None:
+    with TestClient(create_app(boot, web_settings(metrics_public=False))) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=tokens.header("read")).status_code == 200
+        assert client.get("/healthz").status_code == 200
