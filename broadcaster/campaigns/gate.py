@@ -28,7 +28,20 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Text,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from broadcaster.campaigns import cap as capping
 from broadcaster.campaigns.controls import CampaignControls
@@ -156,22 +169,17 @@ def _apply_cap(
             raw = _cell(by_id[job.id], "payload", dialect)
             payloads[job.id] = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
         ids = [job.id for job in batch]
-        for start in range(0, len(ids), CHUNK):  # decided afresh: a retry counts once
-            connection.execute(
-                delete(group_sends).where(group_sends.c.job_id.in_(ids[start : start + CHUNK]))
-            )
+        _forget(connection, dialect, ids)  # decided afresh: a retry counts once
         wanted = sorted({group for body in payloads.values() for group in _groups(body)})
         counts = _counts(connection, corp_id, month, wanted)
-        sends: list[dict[str, Any]] = []
+        sends: list[tuple[int, str]] = []
         for job in batch:
             body = payloads[job.id]
             decision = capping.decide(_groups(body), counts, cap, controls.cap_policy)
             if decision.action in ("send", "trim"):
                 for group in decision.kept:
                     counts[group] = counts.get(group, 0) + 1
-                    sends.append(
-                        {"job_id": job.id, "group_id": group, "corp_id": corp_id, "month": month}
-                    )
+                    sends.append((job.id, group))
             if decision.action == "send":
                 continue
             why = capping.describe(decision.left_out, cap, month)
@@ -204,29 +212,73 @@ def _apply_cap(
                 )
                 result.failed.append((job.id, reason))
                 removed.add(job.id)
-        if sends:
-            connection.execute(insert(group_sends), sends)
+        _remember(connection, dialect, corp_id, month, sends)
     result.claimed = [job for job in result.claimed if job.id not in removed]
 
 
 def _counts(connection: Connection, corp_id: str, month: str, groups: list[str]) -> dict[str, int]:
     """What each group received this month from our jobs (those that count)."""
     counts: dict[str, int] = {}
-    for start in range(0, len(groups), CHUNK):
-        chunk = groups[start : start + CHUNK]
+    postgres = connection.dialect.name == "postgresql"
+    step = max(1, len(groups)) if postgres else CHUNK
+    for start in range(0, len(groups), step):
         query = (
             select(group_sends.c.group_id, func.count().label("n"))
             .join(jobs, jobs.c.id == group_sends.c.job_id)
             .where(
                 group_sends.c.corp_id == corp_id,
                 group_sends.c.month == month,
-                group_sends.c.group_id.in_(chunk),
+                _among(group_sends.c.group_id, groups[start : start + step], Text, postgres),
                 jobs.c.status.in_(COUNTED),
             )
             .group_by(group_sends.c.group_id)
         )
         counts.update({row.group_id: row.n for row in connection.execute(query)})
     return counts
+
+
+def _among(column: Any, values: list[Any], kind: Any, postgres: bool) -> Any:
+    """`column IN (values)`; on PostgreSQL `= ANY(array)`: one parameter, so the statement
+    text is the same whatever the batch (the driver's query cache hits, and compiling 500
+    parameters cost more than the query itself)."""
+    if postgres:
+        return column == any_(bindparam(None, values, type_=ARRAY(kind)))
+    return column.in_(values)
+
+
+def _forget(connection: Connection, dialect: str, ids: list[int]) -> None:
+    postgres = dialect == "postgresql"
+    step = len(ids) if postgres else CHUNK
+    for start in range(0, len(ids), step or 1):
+        chunk = ids[start : start + step]
+        connection.execute(
+            delete(group_sends).where(_among(group_sends.c.job_id, chunk, BigInteger, postgres))
+        )
+
+
+def _remember(
+    connection: Connection, dialect: str, corp_id: str, month: str, sends: list[tuple[int, str]]
+) -> None:
+    """Insert a row per (job, group) sent to. PostgreSQL: one INSERT … SELECT unnest of two
+    arrays (an executemany cost 40 ms a batch of 500); SQLite: an executemany (in-process)."""
+    if not sends:
+        return
+    if dialect == "postgresql":
+        job_ids = bindparam(None, [job_id for job_id, _ in sends], type_=ARRAY(BigInteger))
+        group_ids = bindparam(None, [group for _, group in sends], type_=ARRAY(Text))
+        rows = select(
+            func.unnest(job_ids),
+            func.unnest(group_ids),
+            literal(corp_id, Text),
+            literal(month, Text),
+        )
+        columns = ["job_id", "group_id", "corp_id", "month"]
+        connection.execute(insert(group_sends).from_select(columns, rows))
+        return
+    connection.execute(
+        insert(group_sends),
+        [{"job_id": j, "group_id": g, "corp_id": corp_id, "month": month} for j, g in sends],
+    )
 
 
 def _trim(

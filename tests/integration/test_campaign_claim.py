@@ -268,3 +268,17 @@ def test_status_shows_held_jobs_and_the_cap_counts(store: JobStore) -> None:
         2,
     )
     assert "campaign_controls" in collect(store, corps, "no Redis here", cap_policy="trim")
+
+
+def test_a_large_audience_is_counted_and_trimmed_whole(store: JobStore, engine: Engine) -> None:
+    controlled(store, monthly_cap=1, monthly_cap_policy="trim")
+    now = at("2026-11-26 12:00")
+    half = [f"group-{n}" for n in range(600)]
+    everyone = [f"group-{n}" for n in range(1200)]
+    first = add(store, now, groups=half)
+    assert claimed(store, now) == [first]
+    second = add(store, now, groups=everyone)
+    assert claimed(store, now) == [second]
+    row = row_of(engine, second)
+    assert json.loads(row.payload)["group_ext_id_list"] == everyone[600:]
+    assert json.loads(row.cap_left_out)["groups"] == half
