@@ -15,6 +15,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from broadcaster.jobs.states import Outcome
 from broadcaster.jobs.tables import attempts, jobs
 
+NOT_CREATE_CALLS = (Outcome.FOUND, Outcome.ABSENT, Outcome.IGNORED, Outcome.QUOTA_WAIT)
+"""Attempt rows that are not a create call (reconcile verdicts, messages dropped, quota
+waits): counted by outcome, kept out of the call duration histogram."""
+
 CALL_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
 LATENESS_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0)
 
@@ -82,7 +86,11 @@ def read_attempts(
     totals.call = _sums(
         connection,
         attempts.c.duration_ms / literal_column("1000.0"),
-        and_(where, attempts.c.duration_ms.is_not(None)),
+        and_(
+            where,
+            attempts.c.duration_ms.is_not(None),
+            attempts.c.outcome.not_in([o.value for o in NOT_CREATE_CALLS]),
+        ),
         CALL_BUCKETS_S,
     )
     totals.late = _sums(

@@ -213,7 +213,8 @@ class TableCollector(Collector):
         yield delivery
         calls = CounterMetricFamily(
             "broadcaster_vendor_calls",
-            "vendor create calls by outcome and errcode (every process, from the attempts)",
+            "attempts by outcome and errcode, from broadcast_attempts (every process): create "
+            "calls, and reconcile verdicts (found, absent)",
             labels=["outcome", "errcode"],
         )
         for outcome, errcode, n in f.calls:
@@ -221,7 +222,7 @@ class TableCollector(Collector):
         yield calls
         yield HistogramMetricFamily(
             "broadcaster_vendor_call_seconds",
-            "duration of vendor create calls",
+            "duration of vendor create calls (reconcile verdicts and quota waits left out)",
             buckets=f.call_seconds.buckets,
             sum_value=f.call_seconds.sum_value,
         )

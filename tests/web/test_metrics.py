@@ -63,6 +63,7 @@ def test_metrics_count_jobs_delivery_calls_and_times(writer: TestClient, boot: B
     _attempt(boot, ids[0], 3599.9, 40, "sent", 0)  # 0.1 s late, long settled
     _attempt(boot, ids[1], 3000, 300, "busy", 10052)
     _attempt(boot, ids[1], 1, 30, "sent", 0)  # recent: read again at every refresh
+    _attempt(boot, ids[1], 1, 9000, "found", None)  # a reconcile verdict: no call duration
     found = _samples(writer)
     jobs_m = found["broadcaster_jobs"]
     assert jobs_m[(("campaign", "m"), ("corp", "corp-default"), ("status", "sent"))] == 2
@@ -76,6 +77,7 @@ def test_metrics_count_jobs_delivery_calls_and_times(writer: TestClient, boot: B
     assert calls == {
         (("errcode", "0"), ("outcome", "sent")): 2,
         (("errcode", "10052"), ("outcome", "busy")): 1,
+        (("errcode", ""), ("outcome", "found")): 1,
     }
     call_s = found["broadcaster_vendor_call_seconds_bucket"]
     assert call_s[(("le", "0.05"),)] == 2 and call_s[(("le", "0.5"),)] == 3
