@@ -150,7 +150,6 @@ def test_the_commands_tokens_and_web_end_to_end(
     readonly = _cli(env, "tokens", "create", "e2e-ro", "--read-only").stdout.strip()
     listed = _cli(env, "tokens", "list", "--json")
     assert token not in listed.stdout and '"e2e-ro"' in listed.stdout
-    assert _cli(env, "tokens", "create", "e2e").returncode == 1
     web = subprocess.Popen(
         [sys.executable, "-m", "broadcaster.cli.main", "web", "--port", str(port)],
         env=env,
