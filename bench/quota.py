@@ -16,6 +16,8 @@ import argparse
 import multiprocessing
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -165,6 +167,136 @@ def run_broadcaster(processes: int, seconds: float, chart: bool = False) -> dict
     return row
 
 
+@dataclass(frozen=True)
+class Shape:
+    """A vendor shape and how many corps share it (each corp its own quota)."""
+
+    per_minute: int
+    in_flight: int
+    latency_ms: float
+    corps: int = 1
+
+    @property
+    def allowed_per_corp(self) -> float:
+        return min(self.per_minute / 60, self.in_flight / (self.latency_ms / 1000))
+
+    @property
+    def allowed(self) -> float:
+        return self.allowed_per_corp * self.corps
+
+
+SHAPES = {
+    "weiban": Shape(600, 4, 300),
+    "slow": Shape(6000, 4, 200),
+    "fast": Shape(6000, 4, 20),
+    "corps20": Shape(600, 4, 300, corps=20),
+    "corps100": Shape(600, 4, 300, corps=100),
+}
+
+
+def run_shape(
+    shape: Shape, seconds: float, processes: int | None, threads: int | None
+) -> dict[str, Any]:
+    """A backlog for every corp at `shape`, `run` with the given worker shape (None: the
+    `worker` defaults, threads sized from the corps). Utilisation of the aggregate
+    allowance, and fairness: the least-served corp's rate over the most-served one's."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    db, broker = fresh_database("postgresql"), redis_url()
+    sandbox = SandboxServer(
+        SandboxConfig(
+            per_minute=shape.per_minute,
+            per_hour=10**7,
+            max_in_flight=shape.in_flight,
+            latency_ms=shape.latency_ms,
+        )
+    ).start()
+    corps = ["corp-a", *[f"corp-{n}" for n in range(1, shape.corps)]]
+    corps_file = Path(tempfile.mkdtemp(prefix="bench-corps-")) / "corps.json"
+    corps_file.write_text(json.dumps({corp: {"secret": "sandbox-secret"} for corp in corps[1:]}))
+    store = store_for(db)
+    count = int(shape.allowed * seconds * 1.2) + 50 * shape.corps
+    schedule_many(
+        [{"payload": body(n), "corp_id": corps[n % len(corps)]} for n in range(count)],
+        store=store,
+        batch_size=5000,
+    )
+    store.engine.dispose()
+    args = ["run"]
+    if processes:
+        args += ["--processes", str(processes)]
+    pinned = {"WORKER_THREADS": str(threads)} if threads else {}  # as set, never sized
+    process = service(
+        args,
+        service_env(
+            db,
+            broker,
+            sandbox.url,
+            per_minute=shape.per_minute,
+            per_hour=10**7,
+            WEIBAN_MAX_IN_FLIGHT=str(shape.in_flight),
+            WEIBAN_CORPS_FILE=str(corps_file),
+            SCHEDULER_POLL_INTERVAL_S="0.1",
+            **pinned,
+        ),
+    )
+    try:
+        started = wait_for(lambda: (created_times(sandbox) or [None])[0], timeout=120)
+        time.sleep(max(0.0, started + seconds - time.time()))
+    finally:
+        stop(process)
+        sandbox.stop()
+    steady_from, until = started + min(3.0, seconds / 5), started + seconds
+    created = sandbox.state.created_list()
+    times = sorted(m["received_at"] for m in created)
+    per_corp = {corp: 0 for corp in corps}
+    for message in created:
+        if steady_from <= message["received_at"] < until:
+            per_corp[message["corp_id"]] = per_corp.get(message["corp_id"], 0) + 1
+    stats = sandbox.state.stats()
+    rate = rate_between(times, steady_from, until)
+    return {
+        "sent/s": rate,
+        "utilisation": rate / shape.allowed,
+        "fairness": min(per_corp.values()) / max(1, max(per_corp.values())),
+        "peak_in_flight": max((c["peak_in_flight"] for c in stats["corps"].values()), default=0),
+        "10052": stats["errors"].get("10052", 0),
+        "10053": stats["errors"].get("10053", 0),
+    }
+
+
+def shapes_main(name: str, seconds: float, rounds: int) -> None:
+    """One shape: broadcaster with the `worker` defaults against the same-run baseline of
+    today's fixed 2 x 8 (many corps), or 2 processes against the sleep pacer (one corp)."""
+    shape = SHAPES[name]
+    contenders: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("broadcaster, worker defaults", lambda: run_shape(shape, seconds, None, None)),
+    ]
+    if shape.corps > 1:  # for one corp the defaults are 2 x 8: the allowance is the reference
+        contenders.append(("baseline: 2 x 8 threads", lambda: run_shape(shape, seconds, 2, 8)))
+    results: dict[str, list[dict[str, Any]]] = {}
+    for round_number in range(rounds):
+        for label, run in contenders:
+            print(f"round {round_number + 1}: {name}: {label} for {seconds:.0f}s …", flush=True)
+            results.setdefault(label, []).append(run())
+    rows = []
+    baseline = results.get("baseline: 2 x 8 threads")
+    base = median([r["utilisation"] for r in baseline]) if baseline else None
+    for label, runs in results.items():
+        row = {key: median([r[key] for r in runs]) for key in runs[0]}
+        row["name"] = label
+        row["vs 2 x 8"] = row["utilisation"] / base if base else None
+        rows.append(row)
+    print(
+        f"\n{name}: {shape.corps} corp(s) at {shape.per_minute}/min, {shape.in_flight} in flight, "
+        f"{shape.latency_ms:.0f} ms: allowed {shape.allowed:.0f}/s; median of {rounds} round(s)"
+    )
+    columns = ["name", "sent/s", "utilisation", "fairness", "peak_in_flight", "10052", "10053"]
+    print(table(rows, [*columns, "vs 2 x 8"]))
+
+
 def run_sleep_pacer(seconds: float) -> dict[str, Any]:
     """The simplest pacer: one thread, one call, then sleep for one interval."""
     sandbox = vendor()
@@ -298,7 +430,11 @@ def main() -> None:
     parser.add_argument(
         "--memory", action="store_true", help="only Redis memory per corp at a full hour"
     )
+    parser.add_argument("--shape", choices=sorted(SHAPES), help="a vendor shape (see SHAPES)")
     args = parser.parse_args()
+    if args.shape:
+        shapes_main(args.shape, args.seconds or (10.0 if args.quick else 30.0), args.rounds or 1)
+        return
     memory = memory_per_corp()
     print(
         f"Redis memory per corp at a full hour ({memory['calls']:.0f} calls, "

@@ -42,7 +42,7 @@ from bench.common import (
     store_for,
     wait_for,
 )
-from bench.quota import ALLOWED, BODY, PER_MINUTE, vendor
+from bench.quota import ALLOWED, BODY, PER_MINUTE, body, vendor
 from broadcaster import schedule_many
 from broadcaster.broker.dispatch import make_broker
 from broadcaster.broker.liveness import HEARTBEAT_TIMEOUT_MS, held_job_ids
@@ -66,7 +66,7 @@ def one_round(block_s: float) -> dict[str, float | None]:
     sandbox.state.config.block_s = block_s
     store = store_for(db)
     schedule_many(
-        [{"payload": BODY} for _ in range(int(ALLOWED * (block_s + 20)))],
+        [{"payload": body(n)} for n in range(int(ALLOWED * (block_s + 20)))],
         store=store,
         batch_size=5000,
     )
