@@ -6,6 +6,9 @@ groups. The clock handed to the reconciler runs ahead, so a call made a second a
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,6 +20,7 @@ from broadcaster import schedule_broadcast
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.jobs.states import JobStatus
 from broadcaster.jobs.store import JobStore
+from broadcaster.jobs.tables import jobs
 from broadcaster.ops.report import collect
 from broadcaster.reconcile.reconciler import PassLock, PassReport, ReconcileConfig, Reconciler
 from broadcaster.timeutil import utcnow
@@ -262,3 +266,36 @@ def test_two_reconcilers_at_once_settle_each_job_once(rig: Rig) -> None:
         outcomes = [a.outcome for a in rig.store.attempts_of(job_id)]
         assert outcomes == ["ambiguous", "absent"], outcomes
         assert rig.store.get(job_id).status == JobStatus.SCHEDULED
+
+
+def test_the_reconcile_command_prints_what_it_settled(
+    db_url: str, rig: Rig, redis_url: str, sandbox: SandboxServer
+) -> None:
+    rig.sandbox.state.faults.hang_after_create = 1
+    found = rig.send(body(name="seen"))
+    rig.sandbox.state.faults.http_5xx = 1
+    absent = rig.send(body(name="never"))
+    with rig.store.engine.begin() as connection:  # as if the calls began 9 s ago
+        connection.execute(jobs.update().values(last_call_at=utcnow() - timedelta(seconds=9)))
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "REDIS_URL": redis_url,
+        "WEIBAN_BASE_URL": sandbox.url,
+        "WEIBAN_CORP_ID": "corp-a",
+        "WEIBAN_SECRET": "sandbox-secret",
+        "WEIBAN_TIMEOUT_S": "1",
+        "RECONCILE_AFTER_S": "8",  # the least the settings allow with that timeout
+        "COLUMNS": "200",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "broadcaster.cli.main", "reconcile", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"1 ({found})" in done.stdout and f"1 ({absent})" in done.stdout
+    assert rig.store.get(found).status == JobStatus.SENT
+    assert rig.store.get(absent).status == JobStatus.SCHEDULED

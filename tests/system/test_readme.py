@@ -26,7 +26,9 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 BIN = Path(sys.executable).parent
 
 LONG_RUNNING = {"sandbox", "run", "scheduler", "worker"}
-COVERED_ELSEWHERE = {"demo", "doctor"}  # test_demo.py; tests/integration/test_doctor.py
+COVERED_ELSEWHERE = {"demo", "doctor", "reconcile", "web", "tokens"}
+"""test_demo.py; tests/integration/test_doctor.py; test_reconcile.py (it asks the vendor's
+list, which here would be the real Weiban); tests/web/test_http.py."""
 
 
 def blocks(language: str) -> list[str]:
