@@ -2,6 +2,7 @@
 (`/api/v1`), Prometheus metrics (`/metrics`), `/healthz` and `/readyz`.
 
     app.py       the app factory: wires the parts below to one Bootstrap
+    docs.py      the docs page: Swagger UI from package files (no CDN)
     config.py    the web's own settings (WEB_*), read from the environment
     tokens.py    bearer tokens: created by the CLI, only a hash stored
     auth.py      the request side of tokens: scopes, constant-time check, failure delay

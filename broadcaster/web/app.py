@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import broadcaster
 from broadcaster.bootstrap import Bootstrap
-from broadcaster.web import api, health, problems
+from broadcaster.web import api, docs, health, problems
 from broadcaster.web.auth import FailureThrottle, reader
 from broadcaster.web.config import WebSettings
 from broadcaster.web.limits import BodyLimit
@@ -39,7 +39,7 @@ def create_app(boot: Bootstrap, web: WebSettings | None = None) -> FastAPI:
         version=getattr(broadcaster, "__version__", "0.1.0"),
         description=DESCRIPTION,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # docs.install: Swagger UI from package files, not a CDN
         redoc_url=None,
     )
     app.state.boot = boot
@@ -51,6 +51,7 @@ def create_app(boot: Bootstrap, web: WebSettings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(api.router)
     app.include_router(health.router)
+    docs.install(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
