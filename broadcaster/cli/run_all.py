@@ -1,4 +1,5 @@
-"""`broadcaster run`: the scheduler in this process, the worker processes as its children.
+"""`broadcaster run`: the scheduler in this process, the worker processes as its children,
+and with `--web` the web app in a thread of this process (same settings, same Redis).
 
 The one place that wires both apps together (with the demo): the worker package supervises
 worker processes and the scheduler package runs the scheduler, and neither imports the
@@ -8,7 +9,9 @@ other (the import rules in pyproject.toml say so).
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
+from broadcaster.bootstrap import Bootstrap
 from broadcaster.errors import SettingsError
 from broadcaster.ops.readiness import Stopped
 from broadcaster.redis_conn import stop_embedded_redis
@@ -17,15 +20,38 @@ from broadcaster.stopping import on_stop_signal
 from scheduler.runner import build_runner
 from worker.supervisor import Supervisor, preflight
 
+if TYPE_CHECKING:
+    from broadcaster.web.config import WebSettings
+    from broadcaster.web.server import Embedded
 
-def run_all(settings: Settings, *, processes: int, threads: int, prefetch: int) -> None:
-    """Scheduler in this process, workers in children. Raises SettingsError (one line,
-    exit 1) when the configuration is unusable: before anything starts, or when a worker
-    process stops on it (then everything stops)."""
+
+def start_web(settings: Settings, web: WebSettings) -> Embedded:
+    """The web app on its own Bootstrap (no waiting: /readyz says what is missing), served
+    from a thread; raises SettingsError when it cannot listen."""
+    from broadcaster.web.app import create_app
+    from broadcaster.web.server import start_in_thread
+
+    app = create_app(Bootstrap(settings), web)
+    return start_in_thread(app, host=web.host, port=web.port, log_level=settings.log_level.lower())
+
+
+def run_all(
+    settings: Settings,
+    *,
+    processes: int,
+    threads: int,
+    prefetch: int,
+    web: WebSettings | None = None,
+) -> None:
+    """Scheduler in this process, workers in children, the web app (when `web` is given)
+    in a thread. Raises SettingsError (one line, exit 1) when the configuration is
+    unusable: before anything starts, or when a worker process stops on it or the web
+    app cannot listen (then everything stops). SIGTERM stops all three."""
     preflight(settings)
     supervisor = Supervisor(settings, processes=processes, threads=threads, prefetch=prefetch)
     stop = threading.Event()
     runner = None
+    served: Embedded | None = None
     failure: list[SettingsError] = []
 
     def _on_signal(*_args: object) -> None:
@@ -46,12 +72,16 @@ def run_all(settings: Settings, *, processes: int, threads: int, prefetch: int) 
     watcher = threading.Thread(target=_watch, name="supervisor", daemon=True)
     watcher.start()
     try:
+        if web is not None:  # before the scheduler, which may wait for the database
+            served = start_web(supervisor.settings, web)
         runner = build_runner(supervisor.settings, stop)  # with the Redis the workers use
         if not stop.is_set():
             runner.run()
     except Stopped:
         pass
     finally:
+        if served is not None:
+            served.stop()
         supervisor.stop()
         stop_embedded_redis()
     if failure:

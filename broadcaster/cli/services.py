@@ -1,4 +1,4 @@
-"""Long-running commands: `scheduler`, `worker`, `run`, `sandbox`."""
+"""Long-running commands: `scheduler`, `worker`, `run` (`--web`), `sandbox`."""
 
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ def register(app: typer.Typer) -> None:
         name="worker",
         help="Run Dramatiq worker processes that send due jobs to the vendor, until SIGTERM.",
     )(_with_worker_shape(_start_workers))
-    app.command(name="run", help="The scheduler and the workers together, for one machine.")(
-        _with_worker_shape(_start_all)
-    )
+    app.command(name="run")(run)
     app.command(name="sandbox")(sandbox)
     app.command(name="demo")(demo)
 
@@ -104,10 +102,27 @@ def _start_workers(settings: Settings, **shape: int) -> None:
     run_workers(settings, **shape)
 
 
-def _start_all(settings: Settings, **shape: int) -> None:
+def run(
+    ctx: typer.Context,
+    processes: int | None = PROCESSES,
+    threads: int | None = THREADS,
+    prefetch: int | None = PREFETCH,
+    web: bool = typer.Option(
+        False,
+        "--web",
+        help="Serve the web app too (the API, /metrics, /healthz), on WEB_HOST:WEB_PORT.",
+    ),
+) -> None:
+    """The scheduler and the workers together, for one machine (and the web app with --web)."""
     from broadcaster.cli.run_all import run_all
 
-    run_all(settings, **shape)
+    web_settings = None
+    if web:
+        from broadcaster.web.config import load_web_settings
+
+        web_settings = load_web_settings()  # a bad WEB_* value: one line before any start
+    settings = ctx.obj.settings
+    run_all(settings, **_shape(settings, processes, threads, prefetch), web=web_settings)
 
 
 def sandbox(
