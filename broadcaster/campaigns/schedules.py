@@ -14,7 +14,8 @@ restart or a repeated pass make at most one job per occurrence: the database ref
 second insert (procrastinate's periodic deferrer does the same).
 
 `render` fills the template fields of `name` and `text` from the occurrence, in the
-schedule's zone: `{date}` 2026-11-26, `{time}` 09:00, `{month}` 2026-11, `{weekday}` 星期四.
+schedule's zone: `{date}` 2026-11-26, `{time}` 09:00, `{datetime}` 2026-11-26 09:00:00,
+`{month}` 2026-11, `{weekday}` 星期四.
 Any other brace is left as written (the text is data, never a format string).
 """
 
@@ -109,6 +110,7 @@ def render(payload: dict[str, Any], occurrence: datetime, tz: str) -> dict[str, 
     values = {
         "{date}": f"{local:%Y-%m-%d}",
         "{time}": f"{local:%H:%M}",
+        "{datetime}": f"{local:%Y-%m-%d %H:%M:%S}",
         "{month}": f"{local:%Y-%m}",
         "{weekday}": WEEKDAYS[local.weekday()],
     }

@@ -41,7 +41,7 @@ def add(
     payload_file: str = typer.Option(
         ...,
         "--payload",
-        help="The vendor body as JSON (- reads stdin); {date}, {time}, "
+        help="The vendor body as JSON (- reads stdin); {date}, {time}, {datetime}, "
         "{month}, {weekday} in name and text are filled from each occurrence.",
     ),
     campaign: str = typer.Option(..., "--campaign", help="The jobs' campaign label."),

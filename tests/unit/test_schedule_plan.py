@@ -96,10 +96,18 @@ def test_the_dedupe_key_names_the_occurrence_in_utc() -> None:
 
 
 def test_template_fields_are_filled_in_the_schedules_zone_and_nothing_else() -> None:
-    template = {"name": "周报 {date}", "text": "{weekday} {time} {month} {other} {0.__class__}"}
+    template = {
+        "name": "周报 {date}",
+        "text": "{weekday} {time} {month} {other} {0.__class__}",
+        "create_staff_ext_id": "{date}",
+    }
     filled = render(template, datetime(2026, 11, 27, 16, 30), "Asia/Shanghai")
     assert filled == {
         "name": "周报 2026-11-28",
         "text": "星期六 00:30 2026-11 {other} {0.__class__}",
+        "create_staff_ext_id": "{date}",  # only name and text are templates
+    }
+    assert render({"name": "{datetime}"}, datetime(2026, 11, 27, 16, 30, 5), "UTC") == {
+        "name": "2026-11-27 16:30:05"
     }
     assert template["name"] == "周报 {date}", "the template itself is unchanged"
