@@ -4,6 +4,7 @@ parameter, so midnight, the window's edges and the month's turn are tested direc
 from __future__ import annotations
 
 from datetime import datetime, time
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -134,3 +135,35 @@ def test_the_cap_policies() -> None:
     assert cap.decide(groups, counts, 30, "off").action == "send"
     assert cap.decide(["g2", "g3"], counts, 30, "trim") == cap.CapDecision("send", ["g2", "g3"])
     assert cap.decide(["g1"], counts, 30, "trim") == cap.CapDecision("fail", [], ["g1"])
+
+
+def test_a_malformed_window_in_the_corps_file_names_the_corp(tmp_path: Any) -> None:
+    from broadcaster.corps import CorpDirectory
+
+    path = tmp_path / "corps.json"
+    path.write_text('{"corp-b": {"secret": "s", "quiet_hours": "9pm-8am"}}')
+    settings = load_settings(_env_file=None, weiban_corps_file=path)
+    with pytest.raises(SettingsError, match=r"corp corp-b: quiet_hours: write a window like"):
+        CorpDirectory(settings)
+    path.write_text('{"corp-b": {"secret": "s", "tz": "Mars/Olympus"}}')
+    with pytest.raises(SettingsError, match=r"corp corp-b: tz: unknown time zone"):
+        CorpDirectory(settings)
+
+
+def test_a_corp_inherits_the_defaults_it_does_not_name(tmp_path: Any) -> None:
+    from broadcaster.corps import CorpDirectory
+
+    path = tmp_path / "corps.json"
+    path.write_text(
+        '{"corp-b": {"secret": "s", "tz": "Europe/London"}, "corp-c": {"secret": "s",'
+        ' "quiet_hours": ""}, "corp-d": {"secret": "s"}}'
+    )
+    settings = load_settings(
+        _env_file=None, weiban_corps_file=path, quiet_hours="22:00-08:00", monthly_cap=20
+    )
+    corps = CorpDirectory(settings)
+    assert corps.campaign("corp-b").quiet == NIGHT and corps.campaign("corp-b").tz == (
+        "Europe/London"
+    )
+    assert corps.campaign("corp-c").quiet is None and corps.campaign("corp-c").monthly_cap == 20
+    assert corps.campaign("corp-d") == corps.campaign("anyone") == corps.default_campaign
