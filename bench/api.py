@@ -2,8 +2,8 @@
 in batches of 100 over real HTTP (`broadcaster web` as a process, one keep-alive client,
 and four at once) against `schedule_many` in batches of 100 in the same run (A B A B,
 median; target ≥ 0.5 of it); then `/metrics` on a big table: the first scrape (it waits
-for the first read of the tables), later scrapes (cached, never waiting), and one read of
-the tables as the background refresh does it.
+for the first read of the tables), later scrapes (cached, never waiting), and the reads of
+the tables behind them: the first, and later ones as the background refresh does them.
 
     .venv/bin/python -m bench.api [--quick] [--db sqlite|postgresql|both] [--metrics-rows N]
 
@@ -33,6 +33,7 @@ from broadcaster.db import make_engine
 from broadcaster.jobs.store import JobStore
 from broadcaster.ops.devservices import find_redis
 from broadcaster.settings import load_settings
+from broadcaster.web.attempt_totals import AttemptCounter
 from broadcaster.web.metrics import read_figures
 from broadcaster.web.tokens import Scope, TokenStore
 
@@ -240,9 +241,10 @@ def measure(kind: str, jobs: int, rounds: int, metrics_rows: int) -> list[dict[s
                 _env_file=None, database_url=db, redis_url=broker, weiban_corp_id="corp-a"
             )
         )
-        for _ in range(3):  # a fresh read each time: the background refresh's cost
+        counter = AttemptCounter()  # kept, as the web process keeps it: later reads take the tail
+        for _ in range(4):
             started = time.perf_counter()
-            read_figures(boot)
+            read_figures(boot, counter)
             reads.append((time.perf_counter() - started) * 1000)
         boot.engine.dispose()
         engine.dispose()
@@ -252,7 +254,8 @@ def measure(kind: str, jobs: int, rounds: int, metrics_rows: int) -> list[dict[s
                 "who": f"/metrics on {total:,} jobs",
                 "first ms": first,
                 "later ms": later,
-                "read ms": statistics.median(reads),
+                "first read ms": reads[0],
+                "later read ms": statistics.median(reads[1:]),
                 "bytes": size,
                 "fill s": filled_s,
             }
@@ -281,7 +284,16 @@ def main() -> None:
     print(
         table(
             [r for r in rows if "first ms" in r],
-            ["db", "who", "first ms", "later ms", "read ms", "bytes", "fill s"],
+            [
+                "db",
+                "who",
+                "first ms",
+                "later ms",
+                "first read ms",
+                "later read ms",
+                "bytes",
+                "fill s",
+            ],
         )
     )
     for kind in kinds:
