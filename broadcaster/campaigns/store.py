@@ -191,7 +191,8 @@ class ScheduleStore(StoreBase):
         for schedule_id in ids:
             try:
                 self._materialise_one(schedule_id, now, lookahead_s, grace_s, report)
-            except InvalidJob as exc:  # a schedule stored by SQL with a bad cron or zone
+            except (InvalidJob, ValueError, TypeError) as exc:  # a row written by hand with
+                # a bad cron, zone or payload: that schedule waits, the others go on
                 log.error("schedule_unusable", schedule_id=schedule_id, error=str(exc))
         return report
 

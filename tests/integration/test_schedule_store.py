@@ -147,3 +147,15 @@ def test_add_refuses_what_could_never_send(sched: ScheduleStore) -> None:
     sched.add(new(), NOW)
     with pytest.raises(InvalidJob, match="exists already"):
         sched.add(new(), NOW)
+
+
+def test_a_schedule_broken_by_hand_does_not_stop_the_others(
+    sched: ScheduleStore, engine: Engine
+) -> None:
+    broken = sched.add(new(name="broken"), NOW - timedelta(seconds=20))
+    sched.add(new(name="fine"), NOW - timedelta(seconds=20))
+    with engine.begin() as connection:
+        connection.execute(
+            schedules.update().where(schedules.c.id == broken).values(payload="{not json")
+        )
+    assert sched.materialise(NOW, lookahead_s=60, grace_s=300).created == 1
