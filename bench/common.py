@@ -26,14 +26,17 @@ from broadcaster.vendor.sandbox import SandboxServer
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
-BENCH_DB = "broadcaster_bench"
+BENCH_DB = os.environ.get("BENCH_PG_DB", "broadcaster_bench")
+"""BENCH_PG_DB and BENCH_REDIS_DB keep benchmarks run at once on a shared machine apart
+(each flushes its Redis database and drops its PostgreSQL one)."""
+BENCH_REDIS_DB = os.environ.get("BENCH_REDIS_DB", "5")
 
 
 def redis_url() -> str:
     url = os.environ.get("BENCH_REDIS_URL") or find_redis().url
     assert url
     if url.startswith("redis://"):
-        url = url.rsplit("/", 1)[0] + "/5"
+        url = url.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
     redis.Redis.from_url(url).flushdb()
     return url
 

@@ -50,6 +50,10 @@ HOUR_MARGIN_MS = 1_000
 """The hour's counts are kept per second, its window counted 1 s wide of the vendor's
 (3600 buckets, ~55 KB; per 100 ms it would be 36000)."""
 
+FREED_WAIT_S = 0.05
+"""A caller waiting for an in-flight slot blocks this long at most on the release signal
+before trying again (a signal lost to a waiter in another process costs no more)."""
+
 CAP_HOLD_MS = 30_000
 """How long a 10052 keeps the in-flight cap lowered (by default: `cap_hold_s`)."""
 
@@ -88,11 +92,14 @@ def wait_for_slot(
     max_wait_s: float,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
+    wait_freed: Callable[[float], None] | None = None,
 ) -> float:
     """How `acquire` waits, whatever keeps the state: `reserve` the next paced moment
     (`slot`: due now and in-flight slot taken; `ok`: sleep this many ms, then take one;
-    `wait`/`blocked`: refused for this many ms), then poll `take_slot` (`ok`, `busy`,
-    `blocked`) with a growing pause until `max_wait_s`. Returns the seconds waited."""
+    `wait`/`blocked`: refused for this many ms), then try `take_slot` (`ok`, `busy`,
+    `blocked`) until `max_wait_s`. While busy it waits with `wait_freed(up_to_s)`, which
+    returns early when a slot is released (Redis: a release pushes to a list the waiters
+    block on), else with a growing pause. Returns the seconds waited."""
     started = clock()
     status, value_ms = reserve()
     if status == "slot":
@@ -110,6 +117,9 @@ def wait_for_slot(
             raise QuotaWait(value_ms / 1000, blocked=True)
         if clock() + pause > deadline:
             raise QuotaWait(0.5)
+        if wait_freed is not None:
+            wait_freed(min(FREED_WAIT_S, deadline - clock()))
+            continue
         sleep(pause)
         pause = min(pause * 2, 0.05)
 
@@ -185,8 +195,20 @@ class RedisQuota(QuotaRules):
                 )
             )
 
+        freed = key(corp_id, api, "freed")
+
+        def wait_freed(seconds: float) -> None:
+            # BLPOP wakes at a release's push: the slot goes to a waiter within a round
+            # trip, not after a poll's pause (which cost the in-flight-bound shapes ~8 %).
+            self.client.blpop([freed], timeout=max(0.01, round(seconds, 3)))
+
         waited_s = wait_for_slot(
-            reserve, take_slot, max_wait_s=max_wait_s, clock=time.monotonic, sleep=self.sleep
+            reserve,
+            take_slot,
+            max_wait_s=max_wait_s,
+            clock=time.monotonic,
+            sleep=self.sleep,
+            wait_freed=wait_freed,
         )
         return Slot(corp_id, api, member, waited_s)
 
@@ -226,7 +248,15 @@ class RedisQuota(QuotaRules):
         )
 
     def release(self, slot: Slot) -> None:
-        self.client.zrem(self._key(slot.corp_id, slot.api, "inflight"), slot.member)
+        """Free the slot and wake one waiter for it, in one round trip."""
+        key = self._key
+        freed = key(slot.corp_id, slot.api, "freed")
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrem(key(slot.corp_id, slot.api, "inflight"), slot.member)
+            pipe.lpush(freed, 1)
+            pipe.ltrim(freed, 0, 7)  # signals nobody took: a few, never a pile
+            pipe.pexpire(freed, 2000)
+            pipe.execute()
 
     def on_blocked(self, corp_id: str, api: str) -> float:
         """The vendor said 10053: pause this corp's calls everywhere. Returns the pause in
@@ -290,7 +320,17 @@ class RedisQuota(QuotaRules):
     def memory_bytes(self, corp_id: str, api: str) -> int:
         """Redis memory this (corp, API) takes (`MEMORY USAGE` of each of its keys)."""
         total = 0
-        for what in ("minute", "hour", "sums", "tat", "inflight", "cap", "block", "blocklevel"):
+        for what in (
+            "minute",
+            "hour",
+            "sums",
+            "tat",
+            "inflight",
+            "freed",
+            "cap",
+            "block",
+            "blocklevel",
+        ):
             total += int(self.client.memory_usage(self._key(corp_id, api, what), samples=0) or 0)
         return total
 
