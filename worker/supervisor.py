@@ -13,7 +13,6 @@ started here, before the children, so they all join it.
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 import sys
@@ -30,6 +29,7 @@ from broadcaster.corps import CorpDirectory
 from broadcaster.errors import BroadcasterError, SettingsError
 from broadcaster.logs import configure_logging
 from broadcaster.ops.readiness import Stopped
+from broadcaster.quota.sizing import sized_threads
 from broadcaster.redis_conn import resolve_redis_url, stop_embedded_redis
 from broadcaster.settings import Settings, load_settings
 from broadcaster.stopping import on_stop_signal
@@ -40,10 +40,6 @@ RESTART_DELAY_S = 2.0
 MAX_RESTART_DELAY_S = 60.0
 """The pause doubles, up to this, while a process keeps dying within FAST_DEATH_S."""
 FAST_DEATH_S = 10.0
-THREADS_PER_CALL = 1.5
-"""Threads sized per call a corp may have going (its in-flight limit, plus one waiting
-for its paced moment): the share that keeps every corp's calls going when the queue
-mixes their jobs."""
 EXIT_CONFIG = 78
 """A worker process's exit code for "the configuration is unusable" (sysexits EX_CONFIG):
 restarting it cannot help, so the supervisor stops and says why."""
@@ -53,19 +49,6 @@ def preflight(settings: Settings) -> None:
     """What a worker process would refuse at start, checked here once before any starts
     (settings are loaded already): the corps file. Raises SettingsError."""
     CorpDirectory(settings)
-
-
-def sized_threads(settings: Settings, processes: int, threads: int) -> int:
-    """Threads per process. WORKER_THREADS, or --threads other than its default, as given;
-    else enough that every configured corp can have its in-flight calls going and its
-    next call waiting for its moment: (max_in_flight + 1) x THREADS_PER_CALL summed over
-    the corps, split over the processes, never below the default (8), at most 1024. With
-    20 corps at 4 in flight and 2 processes: 75 each (2 x 8 served 0.23 of the quota)."""
-    if "worker_threads" in settings.model_fields_set or threads != settings.worker_threads:
-        return threads
-    corps = CorpDirectory(settings)
-    calls = sum(corps.limits(corp).max_in_flight + 1 for corp in corps.known())
-    return min(1024, max(threads, math.ceil(calls * THREADS_PER_CALL / processes)))
 
 
 def worker_process_main(

@@ -39,6 +39,7 @@ from broadcaster.errors import (
     VendorUnreachable,
 )
 from broadcaster.ops.readiness import check_schema
+from broadcaster.quota.sizing import sized_threads
 from broadcaster.settings import Settings, redact_url
 from broadcaster.vendor import WeibanClient, call_budget_s
 from broadcaster.vendor.deadline import deadline_scope
@@ -319,7 +320,13 @@ def run_checks(
             check_concurrency(
                 corps,
                 processes=processes or settings.worker_processes,
-                threads=threads or settings.worker_threads,
+                # what the workers will run: sized from the corps unless set
+                threads=threads
+                or sized_threads(
+                    settings,
+                    processes or settings.worker_processes,
+                    settings.worker_threads,
+                ),
                 latency_ms=latency_ms,
                 measured=measured,
             )

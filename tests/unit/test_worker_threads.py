@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from broadcaster.quota.sizing import sized_threads
 from tests.conftest import make_settings
-from worker.supervisor import sized_threads
 
 
 def _corps(tmp_path: Path, count: int, in_flight: int = 4) -> Path:

@@ -1,0 +1,27 @@
+"""How many worker threads keep every configured corp's quota busy (DESIGN §8): the
+worker sizes itself with it, and `doctor` checks the shape against it."""
+
+from __future__ import annotations
+
+import math
+
+from broadcaster.corps import CorpDirectory
+from broadcaster.settings import Settings
+
+THREADS_PER_CALL = 1.5
+"""Threads sized per call a corp may have going (its in-flight limit, plus one waiting
+for its paced moment): the share that keeps every corp's calls going when the queue
+mixes their jobs."""
+
+
+def sized_threads(settings: Settings, processes: int, threads: int) -> int:
+    """Threads per process. WORKER_THREADS, or --threads other than its default, as given;
+    else enough that every configured corp can have its in-flight calls going and its
+    next call waiting for its moment: (max_in_flight + 1) x THREADS_PER_CALL summed over
+    the corps, split over the processes, never below the default (8), at most 1024. With
+    20 corps at 4 in flight and 2 processes: 75 each (2 x 8 served 0.24 of the quota)."""
+    if "worker_threads" in settings.model_fields_set or threads != settings.worker_threads:
+        return threads
+    corps = CorpDirectory(settings)
+    calls = sum(corps.limits(corp).max_in_flight + 1 for corp in corps.known())
+    return min(1024, max(threads, math.ceil(calls * THREADS_PER_CALL / processes)))
