@@ -17,6 +17,11 @@ the staff (each confirms a few seconds after the message is created, a small sha
 does, a few missions fail), and the reconciler follows every sent job's mission to the
 groups it reached. The demo waits for the last confirmations before its summary.
 
+Campaign controls (issue 15): corp-b has quiet hours for the first seconds (a window
+from now to now + 6 s in its zone, set in the corps file), so its jobs due now wait for
+the window's end; and a recurring schedule (every 2 s, five occurrences) makes part of
+corp-a's jobs, one per occurrence, through the scheduler's schedules pass.
+
 It shows progress live (and a line as each ambiguous job is settled) and ends with a
 summary, delivery per corp included, exiting 0 only when the run kept every promise:
 
@@ -26,7 +31,9 @@ summary, delivery per corp included, exiting 0 only when the run kept every prom
   a resent one created once;
 - the block obeyed: no call reached the vendor while it lasted, and sending resumed;
 - no 10052/10053 caused by us apart from the injected block;
-- delivery known: at least 95% of sent jobs carry their mission, and groups were reached.
+- delivery known: at least 95% of sent jobs carry their mission, and groups were reached;
+- no corp-b message reached the vendor inside its quiet hours, and the schedule made
+  exactly one job per occurrence.
 
 Stored text: the demo shows job ids, statuses and counts from the database, but names,
 corps and mission ids from its own requests and its in-process sandbox (a found job's
@@ -46,10 +53,11 @@ import time
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -59,6 +67,9 @@ from sqlalchemy import text
 
 from broadcaster import migrate
 from broadcaster.bootstrap import Bootstrap
+from broadcaster.campaigns.cron import next_after, parse_cron
+from broadcaster.campaigns.schedules import render
+from broadcaster.campaigns.store import NewSchedule, ScheduleStore
 from broadcaster.cli.render import literal
 from broadcaster.jobs.states import FINAL_STATUSES, PENDING_STATUSES, JobStatus, Outcome
 from broadcaster.jobs.store import JobStore
@@ -74,7 +85,7 @@ from broadcaster.vendor.sandbox.state import ERR_CONCURRENCY, ERR_FREQUENCY
 BLOCK_S = 10.0
 CORPS = {
     # corp id: (secret, share of the quota we may use, jobs due now, jobs staggered)
-    "corp-a": ("secret-a", 1.0, 150, 90),
+    "corp-a": ("secret-a", 1.0, 150, 85),  # and SCHEDULE_OCCURRENCES from a schedule
     "corp-b": ("secret-b", 0.5, 60, 30),
 }
 PER_MINUTE = 600
@@ -88,6 +99,12 @@ CONFIRM_AFTER_S = 3.0  # the sandbox's staff confirm a message this long after c
 NEVER_CONFIRM_SHARE = 0.05
 FAIL_SHARE = 0.01
 MIN_MISSION_SHARE = 0.95
+# Campaign controls (issue 15), on the demo's short clock.
+QUIET_S = 6.0  # corp-b's quiet hours: a window from now to now + QUIET_S, in its zone
+QUIET_TZ = "Asia/Shanghai"
+SCHEDULE_CRON = "*/2 * * * * *"  # every 2 s (six fields: seconds first)
+SCHEDULE_OCCURRENCES = 5
+SCHEDULE_NAME = "每日简报 {datetime}"
 
 
 @dataclass
@@ -111,6 +128,11 @@ class DemoRun:
     followed: dict[int, Followed] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
     """What the reconciler settled, one line each, as the live view shows it."""
+    quiet_until: float = 0.0
+    """corp-b's quiet hours end (epoch seconds)."""
+    quiet_window: str = ""
+    schedule_id: int = 0
+    schedule_names: list[str] = field(default_factory=list)
 
 
 def run_demo(console: Console, *, keep: bool) -> bool:
@@ -142,7 +164,8 @@ def run_demo(console: Console, *, keep: bool) -> bool:
         cleanup.callback(shutil.rmtree, workdir / ".broadcaster-demo", ignore_errors=True)
         redis_url = start_embedded_redis(workdir / ".broadcaster-demo" / "redis.db")
         cleanup.callback(stop_embedded_redis)
-        settings = _demo_settings(workdir, database, redis_url, sandbox.url)
+        run = DemoRun()
+        settings = _demo_settings(workdir, database, redis_url, sandbox.url, run)
         boot = Bootstrap(settings)
         migrate.upgrade(boot.engine)
         store = boot.store
@@ -157,10 +180,14 @@ def run_demo(console: Console, *, keep: bool) -> bool:
             f"from the vendor's list {RECONCILE_AFTER_S:g} s after their call.\n"
             f"The sandbox plays the staff: each confirms a message in WeCom "
             f"{CONFIRM_AFTER_S:g} s after it is created, {NEVER_CONFIRM_SHARE:.0%} never do, "
-            f"{FAIL_SHARE:.0%} of missions fail."
+            f"{FAIL_SHARE:.0%} of missions fail.\n"
+            f"Campaign controls: corp-b has quiet hours {run.quiet_window} ({QUIET_TZ}), a "
+            f"window of {QUIET_S:g} s from now, so its jobs due now wait for its end; a "
+            f"recurring schedule ({SCHEDULE_CRON!r}, corp-a) makes {SCHEDULE_OCCURRENCES} "
+            f"jobs, one per occurrence."
         )
-        run = DemoRun()
         _schedule_campaign(store, run)
+        _add_schedule(boot, run)
         sandbox.state.faults.hang_s = CALL_TIMEOUT_S + 1
         sandbox.state.faults.http_5xx = 1
         sandbox.state.faults.hang_after_create = 1
@@ -173,19 +200,24 @@ def run_demo(console: Console, *, keep: bool) -> bool:
     return ok
 
 
-def _demo_settings(workdir: Path, database: Path, redis_url: str, vendor_url: str) -> Settings:
+def _demo_settings(
+    workdir: Path, database: Path, redis_url: str, vendor_url: str, run: DemoRun
+) -> Settings:
     """The demo's own settings, passed as they are to the scheduler and to the worker
     processes (the supervisor hands its settings over): the user's environment is not
     written to."""
     corps_file = workdir / ".broadcaster-demo" / "corps.json"
-    corps_file.write_text(
-        json.dumps(
-            {
-                corp: {"secret": secret, "headroom": headroom}
-                for corp, (secret, headroom, _now, _later) in CORPS.items()
-            }
-        )
-    )
+    corps: dict[str, dict[str, Any]] = {
+        corp: {"secret": secret, "headroom": headroom}
+        for corp, (secret, headroom, _now, _later) in CORPS.items()
+    }
+    start = datetime.now(UTC).replace(microsecond=0)
+    end = start + timedelta(seconds=QUIET_S)
+    zone_ = ZoneInfo(QUIET_TZ)
+    run.quiet_window = f"{start.astimezone(zone_):%H:%M:%S}-{end.astimezone(zone_):%H:%M:%S}"
+    run.quiet_until = end.timestamp()
+    corps["corp-b"].update(quiet_hours=run.quiet_window, tz=QUIET_TZ)
+    corps_file.write_text(json.dumps(corps))
     return load_settings(
         _env_file=None,
         database_url=f"sqlite:///{database}",
@@ -201,6 +233,7 @@ def _demo_settings(workdir: Path, database: Path, redis_url: str, vendor_url: st
         reconcile_interval_s=RECONCILE_INTERVAL_S,
         scheduler_poll_interval_s=0.05,
         scheduler_sweep_interval_s=1,
+        schedules_interval_s=0.5,
         log_level="ERROR",
     )
 
@@ -239,6 +272,42 @@ def _schedule_campaign(store: JobStore, run: DemoRun) -> None:
                     {"payload": payload},
                 ).scalar_one()
             )
+
+
+def _add_schedule(boot: Bootstrap, run: DemoRun) -> None:
+    """A recurring campaign for corp-a: the scheduler makes one job per occurrence."""
+    now = utcnow()
+    trigger = parse_cron(SCHEDULE_CRON, QUIET_TZ)
+    occurrences: list[datetime] = []
+    moment: datetime | None = now + timedelta(seconds=1)
+    while moment is not None and len(occurrences) < SCHEDULE_OCCURRENCES:
+        moment = next_after(trigger, moment)
+        if moment is not None:
+            occurrences.append(moment)
+    payload = {
+        "name": SCHEDULE_NAME,
+        "staff_ext_id_list": ["staff-1"],
+        "group_ext_id_list": ["group-digest"],
+        "create_staff_ext_id": "staff-1",
+        "text": "今日简报：{date} {weekday}",
+    }
+    run.schedule_id = ScheduleStore(boot.engine, default_corp="corp-a").add(
+        NewSchedule(
+            name="daily-brief",
+            cron=SCHEDULE_CRON,
+            tz=QUIET_TZ,
+            payload=payload,
+            campaign="double-12",
+            corp_id="corp-a",
+            start_at=occurrences[0],
+            end_at=occurrences[-1],
+        ),
+        now,
+    )
+    for occurrence in occurrences:
+        name = render(payload, occurrence, QUIET_TZ)["name"]
+        run.names[name] = "corp-a"
+        run.schedule_names.append(name)
 
 
 def _start_service(settings: Settings, cleanup: ExitStack) -> None:
@@ -432,6 +501,7 @@ def _summarise(
         else "nothing sent"
     )
     report = collect(store, boot.corps, boot.quota)
+    console.print(_controls_lines(store, sandbox, run))
     console.print(_settled_table(store, run, created))
     console.print(_delivery_table(report))
     console.print(
@@ -441,6 +511,55 @@ def _summarise(
         f"the groups of those who did."
     )
     return _verdict(console, store, sandbox, run, created, report)
+
+
+def _controls_lines(store: JobStore, sandbox: SandboxServer, run: DemoRun) -> Text:
+    """What the campaign controls did: corp-b's quiet hours, the schedule's jobs."""
+    first_b = min(
+        (m["received_at"] for m in sandbox.state.created_list() if m["corp_id"] == "corp-b"),
+        default=None,
+    )
+    quiet = (
+        f"corp-b quiet hours {run.quiet_window}: no message before the window's end; its "
+        f"first {first_b - run.quiet_until:.1f} s after it (its jobs, due at the end, queue "
+        "behind corp-a's backlog for the worker threads)"
+        if first_b is not None
+        else f"corp-b quiet hours {run.quiet_window}: nothing of corp-b sent"
+    )
+    jobs_made = _schedule_jobs(store, run)
+    sent = sum(status == JobStatus.SENT for _key, status in jobs_made)
+    return Text(
+        f"{quiet}\nschedule {run.schedule_id} ({SCHEDULE_CRON!r}): {len(jobs_made)} jobs "
+        f"made for {SCHEDULE_OCCURRENCES} occurrences, {sent} sent"
+    )
+
+
+def _schedule_jobs(store: JobStore, run: DemoRun) -> list[tuple[str, str]]:
+    with store.engine.begin() as connection:
+        rows = connection.execute(
+            text("SELECT dedupe_key, status FROM broadcast_jobs WHERE dedupe_key LIKE :key"),
+            {"key": f"schedule:{run.schedule_id}:%"},
+        ).all()
+    return [(row.dedupe_key, row.status) for row in rows]
+
+
+def _controls_problems(
+    store: JobStore, sandbox: SandboxServer, run: DemoRun, created: Counter[str]
+) -> list[str]:
+    problems = []
+    early = [
+        m
+        for m in sandbox.state.created_list()
+        if m["corp_id"] == "corp-b" and m["received_at"] < run.quiet_until
+    ]
+    if early:
+        problems.append(f"{len(early)} corp-b messages went out in its quiet hours")
+    keys = [key for key, _status in _schedule_jobs(store, run)]
+    if len(keys) != SCHEDULE_OCCURRENCES or len(set(keys)) != len(keys):
+        problems.append(f"the schedule made {len(keys)} jobs for {SCHEDULE_OCCURRENCES}")
+    if any(created[name] != 1 for name in run.schedule_names):
+        problems.append("a scheduled occurrence was not created exactly once")
+    return problems
 
 
 def _settled_table(store: JobStore, run: DemoRun, created: Counter[str]) -> Table:
@@ -541,6 +660,7 @@ def _verdict(
     problems.extend(_block_problems(sandbox, run))
     problems.extend(_ambiguous_problems(store, sandbox, run, created))
     problems.extend(_delivery_problems(report, sent))
+    problems.extend(_controls_problems(store, sandbox, run, created))
     if problems:
         console.print("[bold red]demo FAILED[/]: " + "; ".join(problems))
         return False
@@ -550,6 +670,7 @@ def _verdict(
         f"vendor; {len(run.followed)} ambiguous jobs settled sent ({found} found at the "
         f"vendor, {len(run.followed) - found} sent again); {len(run.bad_ids)} broken rows "
         f"failed with reasons; the block was obeyed; no quota errors caused by us; "
+        f"corp-b kept its quiet hours; the schedule made one job per occurrence; "
         f"{time.time() - run.started:.0f}s"
     )
     return True
