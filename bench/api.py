@@ -9,12 +9,14 @@ the tables behind them: the first, and later ones as the background refresh does
 
 Full: 20k jobs per side per round, 3 rounds, 1M rows for /metrics.
 Quick: 2k jobs per side, 2 rounds, 20k rows (for CI, well under 30 s).
-Its own PostgreSQL database (broadcaster_bench_api) and Redis DB (13).
+Its own PostgreSQL database (broadcaster_bench_api) and Redis DB (13), whatever
+BENCH_PG_DB / BENCH_REDIS_DB say, so it never clashes with the other benchmarks.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import statistics
 import time
@@ -52,8 +54,8 @@ _serial = count(1)
 
 def redis_url() -> str:
     """Redis DB 13, emptied: apart from bench.common's DB 5, so this runs beside others."""
-    url = find_redis().url
-    assert url, "no Redis"
+    url = os.environ.get("BENCH_REDIS_URL") or find_redis().url
+    assert url, "no Redis: set BENCH_REDIS_URL"
     if url.startswith("redis://"):
         url = url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
         redis.Redis.from_url(url).flushdb()
