@@ -84,12 +84,14 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def empty_pg_url(pg_url: str) -> str:
-    """The session's PostgreSQL database, emptied for this test."""
+    """The session's PostgreSQL database, emptied for this test: every table of the
+    schema (a schedule or a token left by one test would act in the next)."""
+    from broadcaster.jobs.tables import metadata
+
+    names = ", ".join(table.name for table in metadata.sorted_tables)
     engine = make_engine(pg_url)
     with engine.begin() as connection:
-        connection.execute(
-            text("TRUNCATE broadcast_attempts, broadcast_jobs RESTART IDENTITY CASCADE")
-        )
+        connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     engine.dispose()
     return pg_url
 
