@@ -16,6 +16,7 @@ a tick is remembered and honoured when the tick ends.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 
 import redis
@@ -31,6 +32,7 @@ from broadcaster.campaigns.store import ScheduleStore
 from broadcaster.db import is_sqlite
 from broadcaster.errors import BroadcasterError
 from broadcaster.ops.readiness import Stopped
+from broadcaster.process_metrics import SchedulerMetrics, serving
 from broadcaster.reconcile.reconciler import Reconciler
 from broadcaster.redis_conn import stop_embedded_redis
 from broadcaster.settings import Settings
@@ -77,8 +79,10 @@ class SchedulerRunner:
         listen_engine: Engine | None = None,
         reconciler: Reconciler | None = None,
         schedules: ScheduleStore | None = None,
+        metrics: SchedulerMetrics | None = None,
     ) -> None:
         self.service = service
+        self.metrics = metrics or SchedulerMetrics()
         self.reconciler = reconciler
         self.schedules = schedules
         self.stop = threading.Event()
@@ -133,9 +137,12 @@ class SchedulerRunner:
     def _claim(self) -> None:
         self.latch.begin()
         report = TickReport()
+        started = time.perf_counter()
         try:
             report = self.service.tick()
+            self.metrics.tick(report, time.perf_counter() - started)
         except BroadcasterError as exc:
+            self.metrics.tick_failed(time.perf_counter() - started)
             log.error("tick_failed", error=str(exc))
         finally:
             woken = self.latch.end()
@@ -153,8 +160,9 @@ class SchedulerRunner:
     def _reconcile(self) -> None:
         assert self.reconciler is not None
         try:
-            self.reconciler.run_pass()
+            self.metrics.reconcile_pass(self.reconciler.run_pass())
         except (BroadcasterError, redis.RedisError) as exc:
+            self.metrics.reconcile_failed()
             log.error("reconcile_failed", error=str(exc))
 
     def _materialise(self) -> None:
@@ -191,7 +199,9 @@ class SchedulerRunner:
         self.stop.set()
 
 
-def build_runner(settings: Settings, stop: threading.Event) -> SchedulerRunner:
+def build_runner(
+    settings: Settings, stop: threading.Event, metrics: SchedulerMetrics | None = None
+) -> SchedulerRunner:
     """Wire the scheduler from settings, waiting for the database and Redis to be ready
     (raises `Stopped` if told to stop meanwhile)."""
     boot = Bootstrap(settings, wait=stop)
@@ -208,10 +218,13 @@ def build_runner(settings: Settings, stop: threading.Event) -> SchedulerRunner:
         listen_engine=None if is_sqlite(boot.engine) else boot.engine,
         reconciler=boot.reconciler,
         schedules=ScheduleStore(boot.engine, default_corp=settings.weiban_corp_id),
+        metrics=metrics,
     )
 
 
-def run_scheduler(settings: Settings) -> None:
+def run_scheduler(
+    settings: Settings, *, metrics_port: int | None = None, metrics_host: str = "127.0.0.1"
+) -> None:
     stop = threading.Event()
     runner: SchedulerRunner | None = None
 
@@ -221,11 +234,13 @@ def run_scheduler(settings: Settings) -> None:
             runner.shutdown()
 
     on_stop_signal(_on_signal)
+    metrics = SchedulerMetrics()
     try:
-        runner = build_runner(settings, stop)
-        if stop.is_set():
-            return
-        runner.run()
+        with serving(metrics.registry, metrics_port, metrics_host):
+            runner = build_runner(settings, stop, metrics)
+            if stop.is_set():
+                return
+            runner.run()
     except Stopped:
         return
     finally:

@@ -24,11 +24,19 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.queues import SimpleQueue
 
 import structlog
+from prometheus_client import CollectorRegistry
 
 from broadcaster.corps import CorpDirectory
 from broadcaster.errors import BroadcasterError, SettingsError
 from broadcaster.logs import configure_logging
 from broadcaster.ops.readiness import Stopped
+from broadcaster.process_metrics import (
+    MetricsServer,
+    mark_process_dead,
+    multiprocess_registry,
+    prepare_multiprocess_dir,
+    serve,
+)
 from broadcaster.quota.sizing import sized_threads
 from broadcaster.redis_conn import resolve_redis_url, stop_embedded_redis
 from broadcaster.settings import Settings, load_settings
@@ -115,8 +123,14 @@ class Supervisor:
         threads: int,
         prefetch: int = 0,
         target: Callable[..., None] = worker_process_main,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics_port, self.metrics_host = metrics_port, metrics_host
+        self.metrics_registry = metrics_registry  # `run`: the scheduler's, served alongside
+        self.metrics_server: MetricsServer | None = None
         self.processes = processes
         self.threads = sized_threads(settings, processes, threads)
         if self.threads != threads:
@@ -145,6 +159,11 @@ class Supervisor:
         return child
 
     def start(self) -> None:
+        # Metrics first (a taken port: nothing started yet); the children inherit the
+        # directory their figures go to.
+        if self.metrics_port is not None:
+            registry = multiprocess_registry(prepare_multiprocess_dir(), self.metrics_registry)
+            self.metrics_server = serve(registry, self.metrics_port, self.metrics_host)
         # Resolved once, here, and handed to the children with the rest of the settings,
         # so they all join the same Redis (the embedded one when REDIS_URL is unset).
         url = resolve_redis_url(self.settings)
@@ -176,6 +195,7 @@ class Supervisor:
             return
         if child.exitcode == EXIT_CONFIG:
             raise SettingsError(self._config_error())
+        mark_process_dead(child.pid)
         lived_s = now - slot.started_at
         if lived_s >= self.fast_death_s:
             slot.delay_s = self.restart_delay_s
@@ -206,13 +226,30 @@ class Supervisor:
             if child.is_alive():
                 log.error("worker_kill", pid=child.pid)
                 child.kill()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
 
 
-def run_workers(settings: Settings, *, processes: int, threads: int, prefetch: int) -> None:
+def run_workers(
+    settings: Settings,
+    *,
+    processes: int,
+    threads: int,
+    prefetch: int,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+) -> None:
     """Raises SettingsError (one line, exit 1) when the configuration is unusable: before
     any worker process starts, or when one stops on it."""
     preflight(settings)
-    supervisor = Supervisor(settings, processes=processes, threads=threads, prefetch=prefetch)
+    supervisor = Supervisor(
+        settings,
+        processes=processes,
+        threads=threads,
+        prefetch=prefetch,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
     on_stop_signal(supervisor.stopping.set)
     try:
         supervisor.start()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.errors import SettingsError
 from broadcaster.ops.readiness import Stopped
+from broadcaster.process_metrics import SchedulerMetrics
 from broadcaster.redis_conn import stop_embedded_redis
 from broadcaster.settings import Settings
 from broadcaster.stopping import on_stop_signal
@@ -42,13 +43,24 @@ def run_all(
     threads: int,
     prefetch: int,
     web: WebSettings | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
     """Scheduler in this process, workers in children, the web app (when `web` is given)
     in a thread. Raises SettingsError (one line, exit 1) when the configuration is
     unusable: before anything starts, or when a worker process stops on it or the web
     app cannot listen (then everything stops). SIGTERM stops all three."""
     preflight(settings)
-    supervisor = Supervisor(settings, processes=processes, threads=threads, prefetch=prefetch)
+    metrics = SchedulerMetrics()  # served with the workers' on --metrics-port
+    supervisor = Supervisor(
+        settings,
+        processes=processes,
+        threads=threads,
+        prefetch=prefetch,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        metrics_registry=metrics.registry,
+    )
     stop = threading.Event()
     runner = None
     served: Embedded | None = None
@@ -74,7 +86,7 @@ def run_all(
     try:
         if web is not None:  # before the scheduler, which may wait for the database
             served = start_web(supervisor.settings, web)
-        runner = build_runner(supervisor.settings, stop)  # with the Redis the workers use
+        runner = build_runner(supervisor.settings, stop, metrics)  # with the Redis the workers use
         if not stop.is_set():
             runner.run()
     except Stopped:

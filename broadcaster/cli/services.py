@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -34,14 +35,29 @@ def demo(
         raise typer.Exit(code=1)
 
 
-def scheduler(ctx: typer.Context) -> None:
+METRICS_PORT = typer.Option(
+    None,
+    "--metrics-port",
+    callback=int_range(PORT),
+    help="Serve this process's Prometheus metrics on this port (the workers': summed).",
+)
+METRICS_HOST = typer.Option(
+    "127.0.0.1", "--metrics-host", help="Address for --metrics-port (default 127.0.0.1)."
+)
+
+
+def scheduler(
+    ctx: typer.Context,
+    metrics_port: int | None = METRICS_PORT,
+    metrics_host: str = METRICS_HOST,
+) -> None:
     """Claim due jobs and hand them to the workers, until SIGTERM."""
     from broadcaster.corps import CorpDirectory
     from scheduler.runner import run_scheduler
 
     cli: CliContext = ctx.obj
     CorpDirectory(cli.settings)  # a broken corps file: one line now, not after the waits
-    run_scheduler(cli.settings)
+    run_scheduler(cli.settings, metrics_port=metrics_port, metrics_host=metrics_host)
 
 
 PROCESSES = typer.Option(
@@ -89,14 +105,17 @@ def _with_worker_shape(start: Callable[..., None]) -> Callable[..., None]:
         processes: int | None = PROCESSES,
         threads: int | None = THREADS,
         prefetch: int | None = PREFETCH,
+        metrics_port: int | None = METRICS_PORT,
+        metrics_host: str = METRICS_HOST,
     ) -> None:
         settings = ctx.obj.settings
-        start(settings, **_shape(settings, processes, threads, prefetch))
+        shape = _shape(settings, processes, threads, prefetch)
+        start(settings, **shape, metrics_port=metrics_port, metrics_host=metrics_host)
 
     return command
 
 
-def _start_workers(settings: Settings, **shape: int) -> None:
+def _start_workers(settings: Settings, **shape: Any) -> None:
     from worker.supervisor import run_workers
 
     run_workers(settings, **shape)
@@ -112,6 +131,8 @@ def run(
         "--web",
         help="Serve the web app too (the API, /metrics, /healthz), on WEB_HOST:WEB_PORT.",
     ),
+    metrics_port: int | None = METRICS_PORT,
+    metrics_host: str = METRICS_HOST,
 ) -> None:
     """The scheduler and the workers together, for one machine (and the web app with --web)."""
     from broadcaster.cli.run_all import run_all
@@ -122,7 +143,13 @@ def run(
 
         web_settings = load_web_settings()  # a bad WEB_* value: one line before any start
     settings = ctx.obj.settings
-    run_all(settings, **_shape(settings, processes, threads, prefetch), web=web_settings)
+    run_all(
+        settings,
+        **_shape(settings, processes, threads, prefetch),
+        web=web_settings,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
 
 
 def sandbox(
