@@ -144,6 +144,35 @@ class Settings(BaseSettings):
         3600.0, "an occurrence missed while no scheduler ran is still sent within"
     )
 
+    web_host: str = Field(default="127.0.0.1", description="where `broadcaster web` listens")
+    web_port: int = Field(default=8080, ge=0, le=65535, description="its port")
+    web_max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="request bodies over this are refused with 413",
+    )
+    web_cors_origins: str = Field(
+        default="", description="comma-separated origins allowed by CORS; empty: CORS off"
+    )
+    web_metrics_cache_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="/metrics re-reads the tables at most this often, in the background",
+    )
+    web_metrics_public: bool = Field(
+        default=True, description="false: /metrics needs a read token too"
+    )
+    web_auth_fail_delay_s: float = Field(
+        default=0.2,
+        ge=0,
+        le=10,
+        allow_inf_nan=False,
+        description="first delay after a refused token from one address (doubling, 5 s cap)",
+    )
+
     default_tz: str = "Asia/Shanghai"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -141,7 +141,7 @@ def run(
     if web:
         from broadcaster.web.config import load_web_settings
 
-        web_settings = load_web_settings()  # a bad WEB_* value: one line before any start
+        web_settings = load_web_settings(ctx.obj.settings)
     settings = ctx.obj.settings
     run_all(
         settings,

@@ -35,6 +35,6 @@ def web(
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
-    settings = load_web_settings(**overrides)
+    settings = load_web_settings(cli.settings, **overrides)
     app = create_app(cli.boot, settings)
     serve(app, host=settings.host, port=settings.port, log_level=cli.settings.log_level.lower())

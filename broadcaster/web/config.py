@@ -1,24 +1,21 @@
-"""The web service's own settings, read from the environment (WEB_*).
-
-Kept here for now rather than in `broadcaster.settings`: put them there (and so in `.env`)
-when the web service settles. Until then a WEB_* key in `.env` is refused by the main
-settings as unknown: set these in the environment.
-"""
+"""The web service's settings: the WEB_* fields of `broadcaster.settings.Settings` (so
+`.env` and the environment set them like every other setting), as one object the app is
+built from, with the command line's --host/--port laid over them."""
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from broadcaster.errors import SettingsError
-from broadcaster.settings import describe_validation_error
+from broadcaster.settings import Settings
 
 MAX_BATCH = 1000
 """Jobs in one POST, at most (all validated before any is written)."""
 
 
-class WebSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WEB_", extra="ignore", frozen=True)
+class WebSettings(BaseModel):
+    """The app's knobs (bounds as in `Settings`, which validated them already)."""
+
+    model_config = ConfigDict(frozen=True)
 
     host: str = Field(default="127.0.0.1", description="address to listen on")
     port: int = Field(default=8080, ge=0, le=65535, description="port to listen on")
@@ -57,9 +54,7 @@ class WebSettings(BaseSettings):
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
 
-def load_web_settings(**overrides: object) -> WebSettings:
-    try:
-        return WebSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        lines = describe_validation_error(exc, env_names=True).split("; ")
-        raise SettingsError("; ".join(f"WEB_{line}" for line in lines)) from None
+def load_web_settings(settings: Settings, **overrides: object) -> WebSettings:
+    """The WEB_* settings, with the command line's values (already checked) over them."""
+    values = {name: getattr(settings, f"web_{name}") for name in WebSettings.model_fields}
+    return WebSettings(**{**values, **overrides})

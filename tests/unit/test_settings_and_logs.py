@@ -128,3 +128,15 @@ def test_the_vendor_client_goes_through_a_proxy_named_in_the_environment(
     assert environment_proxy("https://sandbox.local:8800") is None
     monkeypatch.delenv("HTTPS_PROXY")
     assert environment_proxy("https://open.weibanzhushou.com") is None
+
+
+def test_web_settings_come_from_dotenv_like_the_rest(tmp_path: Path) -> None:
+    from broadcaster.web.config import load_web_settings
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("WEB_PORT=9091\nWEB_CORS_ORIGINS=https://crm.example.com\n")
+    web = load_web_settings(load_settings(_env_file=env_file), host="0.0.0.0")
+    assert (web.host, web.port, web.origins()) == ("0.0.0.0", 9091, ["https://crm.example.com"])
+    env_file.write_text("WEB_PORT=eighty\n")
+    with pytest.raises(SettingsError, match="WEB_PORT"):
+        load_settings(_env_file=env_file)
