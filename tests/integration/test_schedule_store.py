@@ -25,9 +25,9 @@ NOW = datetime(2026, 11, 26, 12, 0, 30)
 
 @pytest.fixture
 def sched(engine: Engine) -> Iterator[ScheduleStore]:
-    with engine.begin() as connection:  # PostgreSQL's per-test TRUNCATE covers jobs only
-        connection.execute(delete(schedules))
     yield ScheduleStore(engine, default_corp="corp-default")
+    with engine.begin() as connection:  # a schedule left behind would act in a later test
+        connection.execute(delete(schedules))
 
 
 def new(**overrides: Any) -> NewSchedule:

@@ -33,8 +33,6 @@ def made(store: JobStore, schedule_id: int) -> list[str]:
 def test_two_schedulers_and_a_restart_make_one_job_per_occurrence(
     db_url: str, store: JobStore, redis_url: str, sandbox: SandboxServer
 ) -> None:
-    with store.engine.begin() as connection:
-        connection.execute(delete(schedules))
     env = {"SCHEDULES_INTERVAL_S": "0.5", "WEIBAN_CORP_ID": "corp-default"}
     service = Service(db_url, redis_url, sandbox, **env)
     first = service.start("scheduler")
@@ -59,10 +57,6 @@ def test_two_schedulers_and_a_restart_make_one_job_per_occurrence(
     finally:
         service.stop()
     keys = made(store, schedule_id)
-    occurrences = [datetime.fromisoformat(key.split(":", 2)[2].removesuffix("Z")) for key in keys]
-    assert len(keys) == len(set(keys))
-    steps = {b - a for a, b in itertools.pairwise(occurrences)}
-    assert steps == {timedelta(seconds=1)}, f"one job per second, no gap: {keys}"
     with store.engine.begin() as connection:
         outcomes = (
             connection.execute(
@@ -73,4 +67,9 @@ def test_two_schedulers_and_a_restart_make_one_job_per_occurrence(
             .scalars()
             .all()
         )
+        connection.execute(delete(schedules))  # nothing left to act in a later test
+    occurrences = [datetime.fromisoformat(key.split(":", 2)[2].removesuffix("Z")) for key in keys]
+    assert len(keys) == len(set(keys))
+    steps = {b - a for a, b in itertools.pairwise(occurrences)}
+    assert steps == {timedelta(seconds=1)}, f"one job per second, no gap: {keys}"
     assert len(outcomes) == len(keys) and set(outcomes) <= {"created", "late"}
