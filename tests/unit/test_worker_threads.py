@@ -25,7 +25,7 @@ def test_twenty_corps_get_threads_for_every_call_in_flight(tmp_path: Path) -> No
     settings = make_settings(weiban_corps_file=_corps(tmp_path, 20))
     threads = sized_threads(settings, 2, settings.worker_threads)
     assert threads * 2 >= 21 * 5  # every corp's 4 calls and one waiting
-    assert threads == 79  # (20 + the default corp) x 5 x 1.5 / 2
+    assert threads == 64  # (20 + the default corp) x 5 x 1.5 / 2 = 79, capped
 
 
 def test_a_set_value_is_kept(tmp_path: Path) -> None:
@@ -35,6 +35,8 @@ def test_a_set_value_is_kept(tmp_path: Path) -> None:
     assert sized_threads(settings, 2, 3) == 3, "--threads other than the default"
 
 
-def test_at_most_1024(tmp_path: Path) -> None:
+def test_sizing_stops_at_64_a_process(tmp_path: Path) -> None:
     settings = make_settings(weiban_corps_file=_corps(tmp_path, 1000, in_flight=100))
-    assert sized_threads(settings, 1, settings.worker_threads) == 1024
+    assert sized_threads(settings, 1, settings.worker_threads) == 64
+    settings = make_settings(weiban_corps_file=_corps(tmp_path, 4))
+    assert sized_threads(settings, 2, settings.worker_threads) == 19  # 5 corps x 5 x 1.5 / 2
