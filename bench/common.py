@@ -24,6 +24,10 @@ from broadcaster.ops.devservices import find_postgres, find_redis
 from broadcaster.settings import load_settings
 from broadcaster.vendor.sandbox import SandboxServer
 
+# The benchmarks send thousands of messages to the same groups: WeCom's monthly cap
+# (MONTHLY_CAP_POLICY=trim by default) would trim them. Their processes inherit this.
+os.environ.setdefault("MONTHLY_CAP_POLICY", "off")
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 BENCH_DB = os.environ.get("BENCH_PG_DB", "broadcaster_bench")

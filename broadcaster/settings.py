@@ -130,10 +130,7 @@ class Settings(BaseSettings):
         "as the month has days (WeCom's default) (1 to 10000)",
     )
     monthly_cap_policy: Literal["trim", "hold", "fail", "off"] = Field(
-        # `off` by default for now: the system tests, the chaos rounds, the benchmarks and
-        # the demo send thousands of messages to the same two groups and would be trimmed;
-        # `trim` is the intended default once their environments set `off` (issue 15).
-        default="off",
+        default="trim",
         description="a job with groups at the cap: trim (send to the others), hold (until "
         "the month turns), fail, or off (no counting)",
     )

@@ -19,6 +19,11 @@ from broadcaster.jobs.store import JobStore
 from broadcaster.ops.devservices import Found, find_postgres, find_redis
 from broadcaster.settings import Settings
 
+# The tests, the system tests' processes and the chaos rounds send thousands of messages to
+# the same two groups: WeCom's monthly cap (MONTHLY_CAP_POLICY=trim by default) would trim
+# them. Tests of the cap set their policy explicitly.
+os.environ.setdefault("MONTHLY_CAP_POLICY", "off")
+
 PG_DB = os.environ.get("BROADCASTER_TEST_PG_DB", "broadcaster_test")
 REDIS_DB = os.environ.get("BROADCASTER_TEST_REDIS_DB", "9")
 """Override both to run two test sessions side by side on one machine's servers."""

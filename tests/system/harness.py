@@ -50,6 +50,7 @@ class Service:
             "SCHEDULER_POLL_INTERVAL_S": "0.1",
             "SCHEDULER_SWEEP_INTERVAL_S": "0.5",
             "LOG_LEVEL": "INFO",
+            "MONTHLY_CAP_POLICY": "off",  # thousands of messages to the same two groups
             **env,
         }
         self.cwd = tempfile.mkdtemp(prefix="broadcaster-sys-")
