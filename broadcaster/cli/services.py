@@ -96,6 +96,14 @@ def _shape(
     }
 
 
+def _threads_given(settings: Settings, threads: int | None) -> Settings:
+    """`--threads N` counts as set even when N is the default (8): the workers then run N
+    threads instead of sizing them from the corps (`quota/sizing.py`)."""
+    if threads is None:
+        return settings
+    return settings.model_copy(update={"worker_threads": threads})
+
+
 def _with_worker_shape(start: Callable[..., None]) -> Callable[..., None]:
     """A command taking the workers' shape (`-p`, `-t`, `--prefetch`, over settings):
     `worker` and `run` differ only in what they start with it."""
@@ -108,7 +116,7 @@ def _with_worker_shape(start: Callable[..., None]) -> Callable[..., None]:
         metrics_port: int | None = METRICS_PORT,
         metrics_host: str = METRICS_HOST,
     ) -> None:
-        settings = ctx.obj.settings
+        settings = _threads_given(ctx.obj.settings, threads)
         shape = _shape(settings, processes, threads, prefetch)
         start(settings, **shape, metrics_port=metrics_port, metrics_host=metrics_host)
 
@@ -142,7 +150,7 @@ def run(
         from broadcaster.web.config import load_web_settings
 
         web_settings = load_web_settings(ctx.obj.settings)
-    settings = ctx.obj.settings
+    settings = _threads_given(ctx.obj.settings, threads)
     run_all(
         settings,
         **_shape(settings, processes, threads, prefetch),

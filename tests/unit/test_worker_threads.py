@@ -40,3 +40,13 @@ def test_sizing_stops_at_64_a_process(tmp_path: Path) -> None:
     assert sized_threads(settings, 1, settings.worker_threads) == 64
     settings = make_settings(weiban_corps_file=_corps(tmp_path, 4))
     assert sized_threads(settings, 2, settings.worker_threads) == 19  # 5 corps x 5 x 1.5 / 2
+
+
+def test_threads_given_on_the_command_line_are_kept_even_at_the_default(
+    tmp_path: Path,
+) -> None:
+    from broadcaster.cli.services import _threads_given
+
+    settings = make_settings(weiban_corps_file=_corps(tmp_path, 20))
+    assert sized_threads(_threads_given(settings, 8), 2, 8) == 8, "--threads 8"
+    assert sized_threads(_threads_given(settings, None), 2, 8) == 64, "no --threads"
