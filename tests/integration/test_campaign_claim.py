@@ -282,3 +282,15 @@ def test_a_large_audience_is_counted_and_trimmed_whole(store: JobStore, engine: 
     row = row_of(engine, second)
     assert json.loads(row.payload)["group_ext_id_list"] == everyone[600:]
     assert json.loads(row.cap_left_out)["groups"] == half
+
+
+def test_an_operators_retry_of_an_old_job_is_sent_not_expired(
+    store: JobStore, engine: Engine
+) -> None:
+    controlled(store, max_lateness_s=3600)
+    now = datetime(2026, 11, 26, 12, 0)
+    old = add(store, now - timedelta(minutes=30))
+    with engine.begin() as connection:  # it failed long ago
+        connection.execute(jobs.update().values(status=JobStatus.FAILED))
+    store.retry(old, now + timedelta(hours=5))
+    assert claimed(store, now + timedelta(hours=5, seconds=1)) == [old]

@@ -26,6 +26,7 @@ class OperatorStore(StoreBase):
             status=JobStatus.SCHEDULED,
             attempts=0,
             not_before=None,
+            held_until=now,  # an operator's decision: the stale guard counts from now
             last_error=None,
             last_errcode=None,
         )
@@ -43,6 +44,7 @@ class OperatorStore(StoreBase):
             else {
                 "status": JobStatus.SCHEDULED,
                 "not_before": None,
+                "held_until": now,  # the stale guard counts from the operator's decision
                 "last_error": "resolved for resending by an operator",
             }
         )
