@@ -16,7 +16,7 @@ from broadcaster.jobs.states import JobStatus
 from broadcaster.jobs.store import JobStore
 from broadcaster.ops.report import collect
 from broadcaster.timeutil import utcnow
-from broadcaster.web import queries
+from broadcaster.web import queries, schedules
 from broadcaster.web.auth import Reader, Writer
 from broadcaster.web.models import (
     BroadcastBody,
@@ -25,7 +25,12 @@ from broadcaster.web.models import (
     JobDetail,
     JobPage,
     ResolveIn,
+    ScheduleChanged,
+    ScheduleIn,
+    ScheduleList,
     ScheduleOut,
+    ScheduleRemoved,
+    ScheduleView,
 )
 from broadcaster.web.scheduling import schedule
 
@@ -42,6 +47,11 @@ def _no_nul(value: str) -> str:
 
 Label = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_no_nul)]
 JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="the job's id")]
+ScheduleRef = Annotated[
+    str,
+    Path(min_length=1, max_length=1000, description="the schedule's id or name"),
+    AfterValidator(_no_nul),
+]
 CampaignName = Annotated[str, Path(min_length=1, max_length=1000), AfterValidator(_no_nul)]
 
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
@@ -202,6 +212,73 @@ def get_campaign(name: CampaignName, request: Request, who: Reader) -> dict[str,
 def cancel_campaign(name: CampaignName, request: Request, who: Writer) -> CampaignCancelled:
     cancelled, sending = _store(request).cancel_campaign(name, utcnow())
     return CampaignCancelled(campaign=name, cancelled=cancelled, left_sending=sending)
+
+
+# ------------------------------------------------------------------ schedules
+NO_SCHEDULE: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no schedule with that id or name", **PROBLEM}
+}
+
+
+@router.get("/schedules", response_model=ScheduleList, summary="Recurring campaigns")
+def list_schedules(request: Request, who: Reader) -> ScheduleList:
+    return ScheduleList(items=schedules.listing(_boot(request)))
+
+
+@router.post(
+    "/schedules",
+    status_code=201,
+    response_model=ScheduleView,
+    summary="Add a recurring campaign (as `broadcaster schedules add`)",
+    responses={
+        409: {"description": "a schedule of that name exists", **PROBLEM},
+        422: {"description": "invalid fields, each named", **PROBLEM},
+    },
+)
+def add_schedule(body: ScheduleIn, request: Request, who: Writer) -> ScheduleView:
+    view = schedules.add(_boot(request), body)
+    log.info("api_schedule_added", token=who.name, schedule_id=view.id)
+    return view
+
+
+@router.post(
+    "/schedules/{ref}/pause",
+    response_model=ScheduleChanged,
+    responses=NO_SCHEDULE,
+    summary="Pause a schedule; cancels the jobs made ahead for occurrences to come",
+)
+def pause_schedule(ref: ScheduleRef, request: Request, who: Writer) -> ScheduleChanged:
+    boot = _boot(request)
+    schedule_id, cancelled = schedules.store_of(boot).set_paused(ref, True, utcnow())
+    log.info("api_schedule_paused", token=who.name, schedule_id=schedule_id)
+    return ScheduleChanged(schedule=schedules.one(boot, str(schedule_id)), jobs_cancelled=cancelled)
+
+
+@router.post(
+    "/schedules/{ref}/resume",
+    response_model=ScheduleChanged,
+    responses=NO_SCHEDULE,
+    summary="Resume a schedule, from now on",
+)
+def resume_schedule(ref: ScheduleRef, request: Request, who: Writer) -> ScheduleChanged:
+    boot = _boot(request)
+    schedule_id, _ = schedules.store_of(boot).set_paused(ref, False, utcnow())
+    log.info("api_schedule_resumed", token=who.name, schedule_id=schedule_id)
+    return ScheduleChanged(schedule=schedules.one(boot, str(schedule_id)), jobs_cancelled=0)
+
+
+@router.delete(
+    "/schedules/{ref}",
+    response_model=ScheduleRemoved,
+    responses=NO_SCHEDULE,
+    summary="Remove a schedule; cancels the jobs made ahead for occurrences to come",
+)
+def remove_schedule(ref: ScheduleRef, request: Request, who: Writer) -> ScheduleRemoved:
+    boot = _boot(request)
+    view = schedules.one(boot, ref)
+    schedule_id, cancelled = schedules.store_of(boot).remove(str(view.id), utcnow())
+    log.info("api_schedule_removed", token=who.name, schedule_id=schedule_id)
+    return ScheduleRemoved(id=schedule_id, name=view.name, jobs_cancelled=cancelled)
 
 
 @router.get("/status", summary="What `broadcaster status --json` says")

@@ -10,8 +10,8 @@ from pydantic import AwareDatetime, BaseModel, Discriminator, Field, Tag, field_
 
 from broadcaster.errors import InvalidPayload
 from broadcaster.jobs.states import JobStatus
-from broadcaster.produce.api import JobRequest
-from broadcaster.vendor.payload import parse_payload, split_audience
+from broadcaster.produce.api import MAX_LABEL_BYTES, JobRequest
+from broadcaster.vendor.payload import parse_payload, split_audience, unstorable
 from broadcaster.web.config import MAX_BATCH
 
 
@@ -35,6 +35,11 @@ class BroadcastIn(JobRequest):
         min_length=1,
         description="unique; a replay with the same key and body answers the original "
         "job(s). The Idempotency-Key header sets it for a single job.",
+    )
+    ignore_quiet_hours: bool = Field(
+        default=False,
+        description="urgent: send even inside the corp's quiet hours (the row's "
+        "ignore_quiet_hours column)",
     )
 
     @field_validator("payload")
@@ -61,6 +66,9 @@ class BroadcastIn(JobRequest):
             self._row(body, f"{key}#{number}" if key is not None and len(bodies) > 1 else key)
             for number, body in enumerate(bodies, start=1)
         ]
+
+    def _row(self, body: str, dedupe_key: str | None) -> dict[str, Any]:
+        return {**super()._row(body, dedupe_key), "ignore_quiet_hours": self.ignore_quiet_hours}
 
 
 class CheckedPayload(dict[str, Any]):
@@ -115,6 +123,20 @@ class JobOut(BaseModel):
     created_at: datetime | None
     updated_at: datetime | None
     payload: Any = Field(description="the stored body: an object, or the text if not JSON")
+    ignore_quiet_hours: bool | None = Field(
+        description="the producer asked to send even inside quiet hours"
+    )
+    held_until: datetime | None = Field(description="end of the service's last hold")
+    held_reason: str | None = Field(
+        description="why it was last held, e.g. 'quiet hours until 08:00 (Asia/Shanghai)'"
+    )
+    held: str | None = Field(
+        description="held_reason while the job is scheduled and held_until is still ahead "
+        "(what `jobs show` prints as held); null otherwise"
+    )
+    cap_left_out: Any = Field(
+        description="groups the monthly cap left out ({month, cap, groups, reason}); null: none"
+    )
     delivery: DeliveryOut
 
 
@@ -176,6 +198,79 @@ class ResolveIn(BaseModel):
     decision: Literal["sent", "resend"] = Field(
         description="sent: the message exists at the vendor; resend: it does not, send again"
     )
+
+
+class ScheduleIn(BaseModel):
+    """A recurring campaign, as `broadcaster schedules add` takes it (the same checks)."""
+
+    model_config = {"extra": "forbid"}
+
+    cron: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="5 crontab fields (minute hour day month day-of-week, 0/7 = Sunday), or "
+        "6 with seconds first",
+    )
+    payload: dict[str, Any] = Field(
+        description="the vendor body; {date}, {time}, {datetime}, {month}, {weekday} in name "
+        "and text are filled from each occurrence"
+    )
+    campaign: str = Field(min_length=1, max_length=1000, description="the jobs' campaign")
+    tz: str | None = Field(
+        default=None, min_length=1, max_length=200, description="the cron's zone; DEFAULT_TZ"
+    )
+    corp_id: str | None = Field(
+        default=None, min_length=1, max_length=1000, description="omitted: the default corp"
+    )
+    name: str | None = Field(
+        default=None, min_length=1, max_length=1000, description="unique; omitted: campaign"
+    )
+    start_at: AwareDatetime | None = Field(default=None, description="first moment (RFC 3339)")
+    end_at: AwareDatetime | None = Field(default=None, description="last moment (RFC 3339)")
+
+    @field_validator("cron", "campaign", "tz", "corp_id", "name")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if reason := unstorable(value):
+            raise ValueError(reason)
+        if len(value.encode()) > MAX_LABEL_BYTES:
+            raise ValueError(f"over {MAX_LABEL_BYTES} bytes in UTF-8")
+        return value
+
+
+class ScheduleView(BaseModel):
+    id: int
+    name: str
+    corp_id: str | None
+    cron: str
+    tz: str
+    campaign: str | None
+    payload: Any = Field(description="the template as stored")
+    paused: bool
+    start_at: datetime | None
+    end_at: datetime | None
+    next_occurrence: datetime | None = Field(description="null: paused, ended or unusable")
+    last_occurrence: datetime | None
+    last_outcome: str | None = Field(description="created, late or skipped")
+    last_detail: str | None
+    last_job_id: int | None
+
+
+class ScheduleList(BaseModel):
+    items: list[ScheduleView]
+
+
+class ScheduleChanged(BaseModel):
+    schedule: ScheduleView
+    jobs_cancelled: int = Field(description="jobs made ahead for occurrences to come, cancelled")
+
+
+class ScheduleRemoved(BaseModel):
+    id: int
+    name: str
+    jobs_cancelled: int = Field(description="jobs made ahead for occurrences to come, cancelled")
 
 
 StatusFilter = JobStatus

@@ -23,6 +23,7 @@ from broadcaster.jobs.states import JobStatus
 from broadcaster.jobs.store import JobStore
 from broadcaster.jobs.store.loading import loadable_time
 from broadcaster.jobs.tables import attempts, jobs
+from broadcaster.timeutil import utcnow
 from broadcaster.web.problems import Problem
 
 TIMES = (
@@ -34,6 +35,7 @@ TIMES = (
     "created_at",
     "updated_at",
     "delivery_checked_at",
+    "held_until",
 )
 OTHERS = (
     "id",
@@ -54,6 +56,9 @@ OTHERS = (
     "delivery_staff_confirmed",
     "delivery_staff_total",
     "delivery_note",
+    "held_reason",
+    "cap_left_out",
+    "ignore_quiet_hours",
 )
 INTS = {
     "priority",
@@ -66,6 +71,8 @@ INTS = {
     "delivery_staff_total",
 }
 
+NOT_TEXT = {"id", "ignore_quiet_hours"}
+
 
 def _columns(engine: Engine, *, safe: bool) -> list[ColumnElement[Any]]:
     """The view's columns: as stored (fast), or in a form that cannot fail to load (`safe`,
@@ -76,7 +83,7 @@ def _columns(engine: Engine, *, safe: bool) -> list[ColumnElement[Any]]:
     ]
     others: list[ColumnElement[Any]] = [
         cast(jobs.c[name], LargeBinary).label(name)  # text that is not UTF-8 loads as bytes
-        if safe and dialect == "sqlite" and name not in INTS and name != "id"
+        if safe and dialect == "sqlite" and name not in INTS and name not in NOT_TEXT
         else jobs.c[name]
         for name in OTHERS
     ]
@@ -122,6 +129,17 @@ def job_view(row: Any, default_corp: str | None) -> dict[str, Any]:
         view[name] = _int(value) if name in INTS else value
     view["corp_id"] = data["corp_id"] if data["corp_id"] is not None else default_corp
     view["payload"] = _payload(view["payload"])
+    view["cap_left_out"] = None if view["cap_left_out"] is None else _payload(view["cap_left_out"])
+    urgent = view["ignore_quiet_hours"]
+    view["ignore_quiet_hours"] = None if urgent is None else bool(urgent)
+    held_until = view["held_until"]
+    view["held"] = (
+        view["held_reason"]
+        if view["status"] == JobStatus.SCHEDULED.value
+        and held_until is not None
+        and held_until > utcnow().replace(tzinfo=UTC)
+        else None
+    )
     view["delivery"] = {
         "vendor_mission_id": view.pop("vendor_mission_id"),
         "status": view.pop("delivery_status"),
@@ -192,6 +210,7 @@ def rows_by_key(store: JobStore, keys: Collection[str]) -> dict[str, Any]:
                 jobs.c.campaign,
                 jobs.c.priority,
                 jobs.c.max_attempts,
+                jobs.c.ignore_quiet_hours,
                 loadable_time(jobs.c.send_at, store.engine.dialect.name).label("send_at"),
                 loadable_time(jobs.c.expires_at, store.engine.dialect.name).label("expires_at"),
             ).where(jobs.c.dedupe_key.in_(ordered[start : start + 500]))

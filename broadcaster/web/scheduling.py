@@ -14,10 +14,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from broadcaster.db import is_sqlite
 from broadcaster.errors import InvalidJob, InvalidPayload
 from broadcaster.jobs.screening import read_time
 from broadcaster.jobs.states import JobStatus
 from broadcaster.jobs.store import JobStore
+from broadcaster.jobs.store.base import InsertResult
+from broadcaster.jobs.store.insert import COPY_THRESHOLD
 from broadcaster.produce.api import JobRequest, part_collisions
 from broadcaster.web import queries
 from broadcaster.web.models import BroadcastIn, ItemResult, JobRef, ScheduleOut
@@ -41,7 +44,7 @@ def schedule(
             422, reason, errors=[{"pointer": _at(single, index, "dedupe_key"), "detail": reason}]
         )
     rows = [row for _, item_rows in planned for row in item_rows]
-    inserted = store.insert_jobs(rows) if rows else None
+    inserted = _insert(store, rows) if rows else None
     fresh = iter(inserted.inserted_ids if inserted else [])
     skipped = set(inserted.duplicate_keys if inserted else [])
     late = [k for k in skipped if k not in held]  # written by someone since the check
@@ -77,6 +80,25 @@ def schedule(
             result.jobs.append(ref)
         answer.items.append(result)
     return answer
+
+
+def _insert(store: JobStore, rows: list[dict[str, Any]]) -> InsertResult:
+    """One insert of every row; except that PostgreSQL's COPY path (from COPY_THRESHOLD
+    rows) stages only the SQL contract's producer columns, so a request with an urgent row
+    (`ignore_quiet_hours`) is written by the statement path, in batches below it."""
+    if (
+        len(rows) < COPY_THRESHOLD
+        or is_sqlite(store.engine)
+        or not any(row.get("ignore_quiet_hours") for row in rows)
+    ):
+        return store.insert_jobs(rows)
+    ids: list[int] = []
+    duplicates: list[str] = []
+    for start in range(0, len(rows), COPY_THRESHOLD - 1):
+        part = store.insert_jobs(rows[start : start + COPY_THRESHOLD - 1])
+        ids.extend(part.inserted_ids)
+        duplicates.extend(part.duplicate_keys)
+    return InsertResult(ids, duplicates)
 
 
 def _at(single: bool, index: int, field: str) -> str:
@@ -152,6 +174,7 @@ def _same(store: JobStore, item: BroadcastIn, row: dict[str, Any], held: Any) ->
         held.campaign == row["campaign"],
         held.priority == row["priority"],
         held.max_attempts == row["max_attempts"],
+        bool(held.ignore_quiet_hours) == bool(row.get("ignore_quiet_hours")),
         read_time(held.expires_at) == row["expires_at"],
     ]
     if "send_at" in item.model_fields_set and item.send_at is not None:
