@@ -74,8 +74,9 @@ def build_sender(
 ) -> tuple[Sender, WeibanClient]:
     """The actor's body, wired from settings (through `boot` when the caller has one)."""
     boot = boot or Bootstrap(settings)
+    store = boot.store  # the database first: a worker waits for it before reading the corps
     vendor = TimedVendor(boot.vendor, metrics) if metrics else boot.vendor
-    return Sender(boot.store, boot.quota, vendor, settings), boot.vendor
+    return Sender(store, boot.quota, vendor, settings), boot.vendor
 
 
 def check_vendor(boot: Bootstrap, settings: Settings, stop: threading.Event) -> None:

@@ -5,9 +5,11 @@ needs the tables names `broadcaster db upgrade`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -124,6 +126,7 @@ def test_a_worker_process_stopped_by_its_configuration_stops_the_supervisor(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its worker processes are killed with it, whatever happens
     )
     try:
         lines = lines_of(process)
@@ -133,7 +136,8 @@ def test_a_worker_process_stopped_by_its_configuration_stops_the_supervisor(
         migrated_sqlite(database)
         assert process.wait(timeout=30) == 1
     finally:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # left running, they would take others' jobs
         process.wait()
     rest = []
     while not lines.empty():
