@@ -175,6 +175,16 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="first delay after a refused token from one address (doubling, 5 s cap)",
     )
+    web_session_key: SecretStr | None = Field(
+        default=None,
+        description="signs the console's session cookies (any long random text); unset: a "
+        "random key per process, so a restart logs everyone out",
+    )
+    web_trust_forwarded_proto: bool = Field(
+        default=False,
+        description="behind a TLS proxy: read X-Forwarded-Proto to mark the console's "
+        "cookies Secure (only when the proxy sets it; else a client could)",
+    )
 
     default_tz: str = "Asia/Shanghai"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import broadcaster
 from broadcaster.bootstrap import Bootstrap
-from broadcaster.web import api, docs, health, problems
+from broadcaster.web import api, console, docs, health, problems
 from broadcaster.web.auth import FailureThrottle, reader
 from broadcaster.web.config import WebSettings
 from broadcaster.web.limits import BodyLimit
@@ -52,6 +52,7 @@ def create_app(boot: Bootstrap, web: WebSettings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(health.router)
     docs.install(app)
+    console.install(app, web)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -4,7 +4,7 @@ built from, with the command line's --host/--port laid over them."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from broadcaster.settings import Settings
 
@@ -25,6 +25,8 @@ class WebSettings(BaseModel):
     metrics_cache_s: float = 10.0
     metrics_public: bool = True
     auth_fail_delay_s: float = 0.2
+    session_key: SecretStr | None = None
+    trust_forwarded_proto: bool = False
 
     def origins(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
