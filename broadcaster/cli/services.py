@@ -27,12 +27,54 @@ def register(app: typer.Typer) -> None:
 def demo(
     ctx: typer.Context,
     keep: bool = typer.Option(False, "--keep", help="Keep broadcaster-demo.db here to inspect."),
+    web: bool = typer.Option(
+        False, "--web", help="Then keep the console open on the demo's data, until Ctrl-C."
+    ),
+    web_port: int = typer.Option(
+        8080, "--web-port", callback=int_range(PORT), help="Its port (0: any free one)."
+    ),
 ) -> None:
     """The whole thing on embedded defaults against the sandbox, in about a minute."""
     from broadcaster.ops.demo import run_demo
 
-    if not run_demo(ctx.obj.console, keep=keep):
+    then = _console_after_demo(ctx.obj.console, web_port) if web else None
+    if not run_demo(ctx.obj.console, keep=keep, then=then):
         raise typer.Exit(code=1)
+
+
+def _console_after_demo(console: Any, port: int) -> Callable[[Any], None]:
+    """Serve the console on the demo's data (its database, its Redis, its service still
+    running) with a fresh write token, until SIGINT or SIGTERM."""
+
+    def serve_console(boot: Any) -> None:
+        import secrets
+        import threading
+
+        from broadcaster.stopping import on_stop_signal
+        from broadcaster.web.app import create_app
+        from broadcaster.web.config import load_web_settings
+        from broadcaster.web.server import start_in_thread
+        from broadcaster.web.tokens import Scope, TokenStore
+
+        token = TokenStore(boot.engine).create(f"demo-{secrets.token_hex(3)}", Scope.WRITE)
+        web = load_web_settings(boot.settings, host="127.0.0.1", port=port, metrics_cache_s=2.0)
+        server = start_in_thread(create_app(boot, web), host=web.host, port=port, log_level="error")
+        stop = threading.Event()
+        on_stop_signal(stop.set)
+        console.print(
+            f"\n[bold]Console[/]: http://127.0.0.1:{server.port}/  (log in with this write "
+            f"token, made for this demo only)\n{token}\nCtrl-C stops the console and the demo.",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            server.stop()
+
+    return serve_console
 
 
 METRICS_PORT = typer.Option(

@@ -51,6 +51,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -135,8 +136,12 @@ class DemoRun:
     schedule_names: list[str] = field(default_factory=list)
 
 
-def run_demo(console: Console, *, keep: bool) -> bool:
-    """Run the demo; True when every promise held."""
+def run_demo(
+    console: Console, *, keep: bool, then: Callable[[Bootstrap], None] | None = None
+) -> bool:
+    """Run the demo; True when every promise held. `then` runs after the summary, with
+    everything still up (the service, the sandbox, the database): `demo --web` serves the
+    console there until it is told to stop."""
     configure_logging("ERROR", "console")  # the live view is the output
     # A pass still reading when the next is due is skipped (by design): not news here.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
@@ -194,6 +199,8 @@ def run_demo(console: Console, *, keep: bool) -> bool:
         _start_service(settings, cleanup)
         _watch(console, store, sandbox, run)
         ok = _summarise(console, store, boot, sandbox, run)
+        if then is not None:
+            then(boot)
         store.engine.dispose()
     if keep:
         console.print(f"database kept: DATABASE_URL=sqlite:///{database} broadcaster status")
