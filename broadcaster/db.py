@@ -1,10 +1,15 @@
-"""Engines for the two supported databases, configured for many writers.
+"""Engines for the three supported databases, configured for many writers.
 
 SQLite: WAL (readers never block the writer), a busy timeout instead of instant
 `database is locked`, and every transaction opened with `BEGIN IMMEDIATE`: a deferred
 transaction that reads and then writes can fail to upgrade its lock when another process
 wrote in between, and every transaction of ours writes. PostgreSQL: psycopg 3; a restarted
-server costs one failed statement per process, not a crash.
+server costs one failed statement per process, not a crash. MySQL 8 / MariaDB 10.6+:
+PyMySQL (pure Python: nothing to compile, no client library), and each connection set to
+what the schema assumes: utf8mb4, UTC (`time_zone '+00:00'`, so NOW() and CURRENT_TIMESTAMP
+agree with our naive-UTC columns), a strict `sql_mode` (a bad time or an over-long text is an
+error, never silently zeroed or cut) and READ COMMITTED (no gap locks between two
+schedulers' claims; the same visibility as on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -17,16 +22,33 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from broadcaster.errors import JobStoreError
 from broadcaster.logs import redact_text
-from broadcaster.settings import POSTGRES_DRIVERS
+from broadcaster.settings import MYSQL_BACKENDS, MYSQL_DRIVERS, POSTGRES_DRIVERS
+
+MYSQL_SQL_MODE = ",".join(
+    (
+        "STRICT_ALL_TABLES",  # an over-long text, a bad number or time: an error, not a warning
+        "NO_ZERO_DATE",
+        "NO_ZERO_IN_DATE",
+        "ERROR_FOR_DIVISION_BY_ZERO",
+        "NO_ENGINE_SUBSTITUTION",
+        "ONLY_FULL_GROUP_BY",
+    )
+)
+"""Set on each of our connections, whatever the server's default (MariaDB's lacks
+NO_ZERO_DATE; an operator's may lack STRICT_*)."""
 
 
 def normalise_url(url: str) -> str:
     """`postgresql://` means psycopg 3 here (SQLAlchemy's default driver is psycopg2, which
-    is not installed); so do `postgres://` and `postgresql+psycopg2://` (same URL form)."""
+    is not installed); so do `postgres://` and `postgresql+psycopg2://` (same URL form).
+    `mysql://` and `mariadb://` mean PyMySQL (SQLAlchemy's default, mysqlclient, needs a C
+    library and a compiler), as one dialect: the SQL we send is the same for both."""
     scheme, separator, rest = url.partition("://")
     backend, _, driver = scheme.partition("+")
     if separator and backend in ("postgresql", "postgres") and driver in POSTGRES_DRIVERS:
         return "postgresql+psycopg://" + rest
+    if separator and backend in MYSQL_BACKENDS and driver in MYSQL_DRIVERS:
+        return "mysql+pymysql://" + rest
     return url
 
 
@@ -36,6 +58,21 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         return engine
+    if url.startswith("mysql"):
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
+        connect_args = {
+            "charset": "utf8mb4",
+            "init_command": f"SET time_zone = '+00:00', sql_mode = '{MYSQL_SQL_MODE}'",
+            **kwargs.pop("connect_args", {}),
+        }
+        kwargs["connect_args"] = connect_args
+        engine = _pooled(url, kwargs)
+        _configure_mysql(engine)
+        return engine
+    return _pooled(url, kwargs)
+
+
+def _pooled(url: str, kwargs: dict[str, Any]) -> Engine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     # No pre-ping: it doubled the round trips of every job (bench/overhead.py). After a
@@ -44,6 +81,40 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # failure (a finish is retried, a lost message is re-enqueued by the sweep).
     kwargs.setdefault("pool_recycle", 1800)
     return create_engine(url, **kwargs)
+
+
+USER_LOCKS = "broadcaster.user_locks"
+"""Set in `Connection.info` by whoever takes a MySQL named lock (`GET_LOCK`): it is held by
+the session, not the transaction, so the pool releases it when the connection returns."""
+
+
+MYSQL_REFUSALS = {
+    1292: "DataError",  # incorrect datetime value ('2026-02-30', '0000-00-00' when strict)
+    3140: "DataError",  # invalid JSON text (MySQL's JSON type)
+    3819: "IntegrityError",  # MySQL: a CHECK constraint failed
+    4025: "IntegrityError",  # MariaDB: a CHECK constraint failed
+}
+"""Server errors PyMySQL classes as OperationalError (as if the server were unreachable)
+or not at all, though they refuse a value: classed as PostgreSQL's driver does, so a
+refused row is reported as such (the insert retries row by row and names the bad one)."""
+
+
+def _classify_mysql_errors() -> None:
+    import pymysql.err  # type: ignore[import-untyped]
+
+    for code, name in MYSQL_REFUSALS.items():
+        pymysql.err.error_map[code] = getattr(pymysql.err, name)
+
+
+def _configure_mysql(engine: Engine) -> None:
+    _classify_mysql_errors()
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is not None and record.info.pop(USER_LOCKS, False):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("DO RELEASE_ALL_LOCKS()")
+            cursor.close()
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -64,6 +135,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def is_mysql(engine: Engine | Connection) -> bool:
+    """MySQL or MariaDB (one dialect here, `mysql`, whichever URL named it)."""
+    return engine.dialect.name == "mysql"
 
 
 def shown_url(engine: Engine) -> str:

@@ -52,9 +52,11 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         default="sqlite:///broadcaster.db",
-        description="sqlite:///FILE or postgresql://USER:PASSWORD@HOST/DB (postgres:// and "
-        "postgresql+psycopg2:// are read as psycopg 3, the driver broadcaster ships with); "
-        "an in-memory SQLite is refused: it keeps nothing between commands",
+        description="sqlite:///FILE, postgresql://USER:PASSWORD@HOST/DB (postgres:// and "
+        "postgresql+psycopg2:// are read as psycopg 3, the driver broadcaster ships with) or "
+        "mysql://USER:PASSWORD@HOST/DB for MySQL 8 / MariaDB 10.6+ (mariadb:// and "
+        "mysql+pymysql:// are the same: PyMySQL); an in-memory SQLite is refused: it keeps "
+        "nothing between commands",
     )
     redis_url: str | None = Field(
         default=None,
@@ -291,22 +293,36 @@ POSTGRES_DRIVERS = {"": "psycopg", "psycopg": "psycopg", "psycopg2": "psycopg"}
 """postgresql+DRIVER:// that broadcaster accepts, and the driver it uses for each: psycopg 3
 takes the same URLs as psycopg2, which is not installed."""
 
+MYSQL_BACKENDS = ("mysql", "mariadb")
+MYSQL_DRIVERS = ("", "pymysql")
+"""mysql+DRIVER:// (or mariadb+DRIVER://) that broadcaster accepts: PyMySQL, pure Python,
+so no MySQL client library or compiler is needed where broadcaster is installed."""
+
+BACKENDS = ("sqlite", "postgresql", "postgres", *MYSQL_BACKENDS)
+
 
 def check_database_url(url: str) -> None:
-    """Refuse, with the reason, a URL no command could use (ValueError)."""
+    """Refuse, with the reason, a URL no command could use (ValueError). The messages
+    never repeat the URL: it may carry a password."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     scheme = url.partition("://")[0] if "://" in url else ""
     backend, _, driver = scheme.partition("+")
-    if backend not in ("sqlite", "postgresql", "postgres"):
+    if backend not in BACKENDS:
         raise ValueError(
-            "must start with sqlite:// or postgresql:// "
-            "(e.g. sqlite:///broadcaster.db, postgresql://USER:PASSWORD@HOST/DB)"
+            "must start with sqlite://, postgresql:// or mysql:// "
+            "(e.g. sqlite:///broadcaster.db, postgresql://USER:PASSWORD@HOST/DB, "
+            "mysql://USER:PASSWORD@HOST/DB)"
         )
     if backend == "sqlite" and driver not in ("", "pysqlite"):
         raise ValueError(f"SQLite driver {driver!r} is not supported; write sqlite:///FILE")
-    if backend != "sqlite" and driver not in POSTGRES_DRIVERS:
+    if backend in MYSQL_BACKENDS and driver not in MYSQL_DRIVERS:
+        raise ValueError(
+            f"MySQL driver {driver!r} is not supported; write {backend}://USER:PASSWORD@HOST/DB "
+            "(broadcaster uses PyMySQL, installed with it)"
+        )
+    if backend in ("postgresql", "postgres") and driver not in POSTGRES_DRIVERS:
         raise ValueError(
             f"PostgreSQL driver {driver!r} is not supported; write postgresql://... "
             "(broadcaster uses psycopg 3)"
@@ -315,6 +331,8 @@ def check_database_url(url: str) -> None:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
         raise ValueError(f"not a valid database URL: {exc}") from None
+    if backend in MYSQL_BACKENDS and not parsed.database:
+        raise ValueError("name the database after the host, e.g. mysql://USER:PASSWORD@HOST/DB")
     if backend == "sqlite" and is_memory_sqlite(parsed.database, dict(parsed.query)):
         raise ValueError(
             "an in-memory SQLite database keeps nothing between commands; "

@@ -1,4 +1,5 @@
-"""Shared fixtures: real databases (SQLite and PostgreSQL), a real Redis, settings."""
+"""Shared fixtures: real databases (SQLite, PostgreSQL, MariaDB/MySQL), a real Redis,
+settings."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from sqlalchemy import Engine, make_url, text
 from broadcaster import migrate
 from broadcaster.db import make_engine
 from broadcaster.jobs.store import JobStore
-from broadcaster.ops.devservices import Found, find_postgres, find_redis
+from broadcaster.ops.devservices import Found, find_mariadb, find_postgres, find_redis
 from broadcaster.settings import Settings
 
 # The tests, the system tests' processes and the chaos rounds send thousands of messages to
@@ -26,7 +27,8 @@ os.environ.setdefault("MONTHLY_CAP_POLICY", "off")
 
 PG_DB = os.environ.get("BROADCASTER_TEST_PG_DB", "broadcaster_test")
 REDIS_DB = os.environ.get("BROADCASTER_TEST_REDIS_DB", "9")
-"""Override both to run two test sessions side by side on one machine's servers."""
+MY_DB = os.environ.get("BROADCASTER_TEST_MY_DB", "broadcaster_test_my")
+"""Override these to run two test sessions side by side on one machine's servers."""
 _found: dict[str, Found] = {}
 
 
@@ -42,8 +44,18 @@ def _redis() -> Found:
     return _found["redis"]
 
 
+def _mariadb() -> Found:
+    if "mariadb" not in _found:
+        _found["mariadb"] = find_mariadb()
+    return _found["mariadb"]
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"postgresql: {_postgres().how}", f"redis: {_redis().how}"]
+    return [
+        f"postgresql: {_postgres().how}",
+        f"redis: {_redis().how}",
+        f"mariadb: {_mariadb().how}",
+    ]
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -101,13 +113,82 @@ def empty_pg_url(pg_url: str) -> str:
     return pg_url
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """A migrated MariaDB/MySQL database for this session (dropped and recreated)."""
+    found = _mariadb()
+    if found.url is None:
+        pytest.skip(found.how)
+    admin = make_engine(found.url, poolclass=None)
+    with admin.begin() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {MY_DB}"))
+        connection.execute(text(f"CREATE DATABASE {MY_DB} CHARACTER SET utf8mb4"))
+    admin.dispose()
+    url = make_url(found.url).set(database=MY_DB).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def empty_mysql_url(mysql_url: str) -> str:
+    """The session's MariaDB database, emptied for this test (ids from 1 again)."""
+    from broadcaster.jobs.tables import metadata
+
+    engine = make_engine(mysql_url, poolclass=None)
+    with engine.begin() as connection:
+        connection.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+        for table in metadata.sorted_tables:
+            connection.execute(text(f"TRUNCATE TABLE {table.name}"))
+        connection.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
+    engine.dispose()
+    return mysql_url
+
+
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+MARIADB = pytest.param("mariadb", marks=pytest.mark.mariadb)
+ON_MARIADB_TOO = {
+    "tests.integration.test_bootstrap",
+    "tests.integration.test_campaign_claim",
+    "tests.integration.test_producers",
+    "tests.integration.test_reconcile",
+    "tests.integration.test_schedule_store",
+    "tests.integration.test_scheduler",
+    "tests.integration.test_schema",
+    "tests.integration.test_sender",
+    "tests.integration.test_store_contract",
+}
+"""The modules whose `db_url` tests also run on MariaDB: the store's contract, the claim
+and the two-scheduler race, producers (the README's INSERT), sending, reconcile, schedules,
+the schema (a real `broadcaster run` on MariaDB: tests/system/test_mysql_run.py). The rest
+of the suite (the CLI's rendering,
+the web API, chaos) reads the database through the same store, and running all of it a
+third time would cost minutes; poison rows on MariaDB are in test_mysql_poison.py (the
+other two databases' odd values are not MySQL's)."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """As a mark (read by pytest's own hook, after this one), so the fixture's own params
+    step aside rather than being applied twice."""
+    if "db_url" not in metafunc.fixturenames or metafunc.module.__name__ not in ON_MARIADB_TOO:
+        return
+    chosen = metafunc.definition.iter_markers("parametrize")
+    if not any("db_url" in str(mark.args[0]) for mark in chosen):  # a test's own choice
+        every = pytest.mark.parametrize("db_url", [*DATABASES, MARIADB], indirect=True)
+        metafunc.definition.add_marker(every)
+
+
+@pytest.fixture(params=DATABASES)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
     """An empty, migrated database of each kind."""
     if request.param == "sqlite":
         path = tmp_path / "jobs.db"
         shutil.copy(sqlite_template, path)
         return f"sqlite:///{path}"
+    if request.param == "mariadb":
+        return request.getfixturevalue("empty_mysql_url")
     return request.getfixturevalue("empty_pg_url")
 
 

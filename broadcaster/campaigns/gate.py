@@ -21,6 +21,7 @@ advisory lock; SQLite has one writer anyway.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -46,6 +47,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from broadcaster.campaigns import cap as capping
 from broadcaster.campaigns.controls import CampaignControls
 from broadcaster.campaigns.stale import stale_reason
+from broadcaster.db import USER_LOCKS
+from broadcaster.errors import JobStoreError
 from broadcaster.jobs.screening import read_time
 from broadcaster.jobs.states import JobStatus
 from broadcaster.jobs.store.base import ClaimedJob, ClaimResult, move_jobs, storable_text
@@ -156,10 +159,7 @@ def _apply_cap(
         by_corp[job.corp_id].append(job)
     removed: set[int] = set()
     for corp_id in sorted(by_corp):  # a fixed order: two schedulers never deadlock
-        if dialect == "postgresql":
-            connection.execute(
-                select(func.pg_advisory_xact_lock(func.hashtext(f"broadcaster.cap:{corp_id}")))
-            )
+        _lock_corp(connection, dialect, corp_id)
         tz = controls.zone(corp_id)
         month = capping.month_of(now, tz)
         cap = capping.cap_for(month, controls.rules(corp_id).monthly_cap)
@@ -214,6 +214,23 @@ def _apply_cap(
                 removed.add(job.id)
         _remember(connection, dialect, corp_id, month, sends)
     result.claimed = [job for job in result.claimed if job.id not in removed]
+
+
+def _lock_corp(connection: Connection, dialect: str, corp_id: str) -> None:
+    """Serialise the counting for one corp between schedulers, until the transaction ends.
+    PostgreSQL: a transaction-scoped advisory lock. MySQL: a named lock (`GET_LOCK`, at most
+    64 characters, so the corp is hashed), held by the session: `broadcaster.db` releases it
+    when the connection goes back to the pool, after the commit. SQLite: one writer."""
+    if dialect == "postgresql":
+        connection.execute(
+            select(func.pg_advisory_xact_lock(func.hashtext(f"broadcaster.cap:{corp_id}")))
+        )
+    elif dialect == "mysql":
+        digest = hashlib.sha256(corp_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+        connection.info[USER_LOCKS] = True
+        taken = connection.execute(select(func.get_lock(f"broadcaster.cap:{digest}", 30))).scalar()
+        if taken != 1:
+            raise JobStoreError("the monthly cap's lock for a corp was not free within 30 s")
 
 
 def _counts(connection: Connection, corp_id: str, month: str, groups: list[str]) -> dict[str, int]:

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Row, delete, func, select, update
+from sqlalchemy import Column, Connection, Row, Table, delete, func, select, update
+from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -65,8 +66,7 @@ class ScheduleStore(StoreBase):
             with self._begin() as connection:
                 return int(
                     connection.execute(
-                        schedules.insert()
-                        .values(
+                        schedules.insert().values(
                             name=new.name,
                             corp_id=new.corp_id,
                             cron=new.cron,
@@ -78,8 +78,7 @@ class ScheduleStore(StoreBase):
                             created_at=now,
                             updated_at=now,
                         )
-                        .returning(schedules.c.id)
-                    ).scalar_one()
+                    ).inserted_primary_key[0]  # type: ignore[index]
                 )
         except JobStoreError as exc:
             if isinstance(exc.__cause__, IntegrityError):
@@ -241,39 +240,30 @@ class ScheduleStore(StoreBase):
         now: datetime,
         report: PassReport,
     ) -> None:
-        dialect_insert = sqlite_insert if connection.dialect.name == "sqlite" else pg_insert
         job_id = None
         if occurrence.outcome != "skipped":
             body = render(template, occurrence.at, row.tz)
-            job_id = connection.execute(
-                dialect_insert(jobs)
-                .values(
-                    corp_id=row.corp_id,
-                    payload=json.dumps(body, ensure_ascii=False),
-                    send_at=occurrence.at,
-                    dedupe_key=dedupe_key(row.id, occurrence.at),
-                    campaign=row.campaign,
-                )
-                .on_conflict_do_nothing(index_elements=[jobs.c.dedupe_key])
-                .returning(jobs.c.id)
-            ).scalar()
+            job = {
+                "corp_id": row.corp_id,
+                "payload": json.dumps(body, ensure_ascii=False),
+                "send_at": occurrence.at,
+                "dedupe_key": dedupe_key(row.id, occurrence.at),
+                "campaign": row.campaign,
+            }
+            job_id = _insert_new(connection, jobs, job, [jobs.c.dedupe_key])
             if job_id is None:
                 report.duplicates += 1
                 return
-        inserted = connection.execute(
-            dialect_insert(schedule_events)
-            .values(
-                schedule_id=row.id,
-                occurrence=occurrence.at,
-                outcome=occurrence.outcome,
-                job_id=job_id,
-                detail=occurrence.detail,
-                recorded_at=now,
-            )
-            .on_conflict_do_nothing(
-                index_elements=[schedule_events.c.schedule_id, schedule_events.c.occurrence]
-            )
-        ).rowcount
+        event = {
+            "schedule_id": row.id,
+            "occurrence": occurrence.at,
+            "outcome": occurrence.outcome,
+            "job_id": job_id,
+            "detail": occurrence.detail,
+            "recorded_at": now,
+        }
+        key = [schedule_events.c.schedule_id, schedule_events.c.occurrence]
+        inserted = _insert_new(connection, schedule_events, event, key) is not None
         if not inserted:
             return
         if occurrence.outcome == "created":
@@ -294,6 +284,25 @@ class ScheduleStore(StoreBase):
                 occurrence=occurrence.at.isoformat(),
                 detail=occurrence.detail,
             )
+
+
+def _insert_new(
+    connection: Connection, table: Table, values: dict[str, Any], key: list[Column[Any]]
+) -> int | None:
+    """Insert a row unless one with the same unique `key` exists: its new id, or None.
+    MySQL has no ON CONFLICT: ON DUPLICATE KEY UPDATE id = id changes nothing on a
+    duplicate and reports no new id (INSERT IGNORE would also hide other errors)."""
+    dialect = connection.dialect.name
+    if dialect == "mysql":
+        statement = mysql_insert(table).values(values).on_duplicate_key_update(id=table.c.id)
+        return connection.execute(statement).lastrowid or None
+    dialect_insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    return connection.execute(
+        dialect_insert(table)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=key)
+        .returning(table.c.id)
+    ).scalar()
 
 
 def _aware(moment: datetime) -> datetime:

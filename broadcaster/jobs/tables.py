@@ -5,10 +5,19 @@ deliberate, set-based one (claim a batch, compare-and-set a status), and Core sa
 Alembic migrations (`migrations/`) create these; `alembic check` keeps the two in step.
 
 All timestamps are naive UTC. On SQLite they are text `YYYY-MM-DD HH:MM:SS.ffffff`
-(a trigger normalises what producers write, see the first migration).
+(a trigger normalises what producers write, see the first migration); on MySQL/MariaDB
+`DATETIME(6)`, read and written with the session at '+00:00' (`broadcaster.db`).
+
+MySQL/MariaDB differ in three ways that shape the columns (`mysql` variants below): TEXT
+cannot be a unique key, so the unique labels are VARCHARs short enough for an index entry
+(3072 bytes = 768 utf8mb4 characters); other indexed texts are indexed by a prefix; and
+there are no partial or (on MariaDB) expression indexes, so a generated column `due_at`
+(MySQL only) and indexes led by `status` stand in for them (`MYSQL_INDEXES`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -20,11 +29,14 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    String,
     Table,
     Text,
     func,
     text,
 )
+from sqlalchemy.dialects.mysql import DATETIME as MYSQL_DATETIME
+from sqlalchemy.dialects.mysql import MEDIUMTEXT
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -54,6 +66,12 @@ def _utc_now_sqlite(element: utc_now, compiler: object, **kw: object) -> str:
     return "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
 
 
+@compiles(utc_now, "mysql")
+def _utc_now_mysql(element: utc_now, compiler: object, **kw: object) -> str:
+    # In parentheses: MySQL takes an expression as a column DEFAULT only so.
+    return "(utc_timestamp(6))"
+
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -64,8 +82,22 @@ metadata = MetaData(
     }
 )
 
-# BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+# BIGINT on PostgreSQL and MySQL, INTEGER (the rowid alias) on SQLite.
 Id = BigInteger().with_variant(Integer(), "sqlite")
+Time = DateTime().with_variant(MYSQL_DATETIME(fsp=6), "mysql")
+"""A naive UTC time; microseconds on MySQL too (its DATETIME drops them)."""
+LongText = Text().with_variant(MEDIUMTEXT(), "mysql")
+"""JSON that may pass MySQL's TEXT limit of 64 KiB (a payload of many groups)."""
+
+
+def Label(length: int) -> Any:
+    """Text; a VARCHAR of `length` characters on MySQL, where it is a (unique) key."""
+    return Text().with_variant(String(length), "mysql")
+
+
+MYSQL_TABLE: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+"""The collation (exact, NO PAD) is the migrations' choice, per server: see
+`migrations/mysql.py`."""
 
 PRODUCER_COLUMNS = (
     "corp_id",
@@ -89,33 +121,35 @@ jobs = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     # --- written by producers ---
     Column("corp_id", Text, nullable=True, comment="NULL: the default corp (WEIBAN_CORP_ID)"),
-    Column("payload", Text, nullable=False, comment="the vendor's request body, JSON"),
-    Column("send_at", DateTime, nullable=False, server_default=utc_now()),
-    Column("dedupe_key", Text, nullable=True, unique=True),
+    Column("payload", LongText, nullable=False, comment="the vendor's request body, JSON"),
+    Column("send_at", Time, nullable=False, server_default=utc_now()),
+    Column("dedupe_key", Label(768), nullable=True, unique=True),
     Column("campaign", Text, nullable=True),
     Column("priority", Integer, nullable=False, server_default=text("0")),
-    Column("expires_at", DateTime, nullable=True),
+    Column("expires_at", Time, nullable=True),
     Column("max_attempts", Integer, nullable=False, server_default=text("5")),
     # --- owned by the service ---
-    Column("status", Text, nullable=False, server_default=text(f"'{JobStatus.SCHEDULED.value}'")),
-    Column("not_before", DateTime, nullable=True, comment="service's own retry/wait time"),
+    Column(
+        "status", Label(16), nullable=False, server_default=text(f"'{JobStatus.SCHEDULED.value}'")
+    ),
+    Column("not_before", Time, nullable=True, comment="service's own retry/wait time"),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
-    Column("lease_until", DateTime, nullable=True),
-    Column("sent_at", DateTime, nullable=True),
+    Column("lease_until", Time, nullable=True),
+    Column("sent_at", Time, nullable=True),
     Column("last_errcode", Integer, nullable=True),
     Column("last_error", Text, nullable=True),
-    Column("created_at", DateTime, nullable=False, server_default=utc_now()),
-    Column("updated_at", DateTime, nullable=False, server_default=utc_now()),
+    Column("created_at", Time, nullable=False, server_default=utc_now()),
+    Column("updated_at", Time, nullable=False, server_default=utc_now()),
     # --- delivery truth (issue 11), owned by the service ---
-    Column("last_call_at", DateTime, nullable=True, comment="when the latest vendor call began"),
+    Column("last_call_at", Time, nullable=True, comment="when the latest vendor call began"),
     Column("vendor_mission_id", Text, nullable=True, comment="the vendor's mission, from its list"),
     Column("delivery_status", Text, nullable=True, comment="the mission's status as last read"),
     Column("delivery_groups_reached", Integer, nullable=True),
     Column("delivery_groups_unreached", Integer, nullable=True),
     Column("delivery_staff_confirmed", Integer, nullable=True),
     Column("delivery_staff_total", Integer, nullable=True),
-    Column("delivery_detail", Text, nullable=True, comment="JSON: groups reached, not reached"),
-    Column("delivery_checked_at", DateTime, nullable=True),
+    Column("delivery_detail", LongText, nullable=True, comment="JSON: groups reached, not reached"),
+    Column("delivery_checked_at", Time, nullable=True),
     Column("delivery_note", Text, nullable=True, comment="why delivery is not (yet) known"),
     # --- campaign controls (issue 15) ---
     Column(
@@ -125,14 +159,36 @@ jobs = Table(
         server_default=text("false"),
         comment="producer: send even inside the corp's quiet hours",
     ),
-    Column("held_until", DateTime, nullable=True, comment="end of the service's last hold"),
+    Column("held_until", Time, nullable=True, comment="end of the service's last hold"),
     Column("held_reason", Text, nullable=True, comment="why it was held (quiet hours, cap)"),
-    Column("cap_left_out", Text, nullable=True, comment="JSON: groups trimmed by the cap, why"),
+    Column("cap_left_out", LongText, nullable=True, comment="JSON: groups trimmed by the cap, why"),
     CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
     CheckConstraint("max_attempts >= 1", name="max_attempts"),
+    **MYSQL_TABLE,
 )
 
-due_at = func.coalesce(jobs.c.not_before, jobs.c.send_at)
+due_expression = func.coalesce(jobs.c.not_before, jobs.c.send_at)
+
+
+class _due_at(FunctionElement[Any]):
+    """`due_expression` in a query; on MySQL the generated column that holds it (MariaDB
+    has no expression index, and MySQL matches an expression to its index less surely)."""
+
+    type = DateTime()
+    inherit_cache = True
+
+
+@compiles(_due_at)
+def _due_at_default(element: _due_at, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(due_expression, **kw))
+
+
+@compiles(_due_at, "mysql")
+def _due_at_mysql(element: _due_at, compiler: Any, **kw: Any) -> str:
+    return "broadcast_jobs.due_at"
+
+
+due_at = _due_at()
 """When a scheduled job may next be sent: the producer's send_at, or the service's later
 not_before after a retry or quota wait (send_at itself stays as written, for audit)."""
 
@@ -142,14 +198,14 @@ SCHEDULED_ONLY = jobs.c.status == JobStatus.SCHEDULED.value
 # rows pile up. One serves "next due time", the other the claim order.
 Index(
     "ix_broadcast_jobs_due",
-    due_at,
+    due_expression,
     postgresql_where=SCHEDULED_ONLY,
     sqlite_where=SCHEDULED_ONLY,
 )
 Index(
     "ix_broadcast_jobs_claim_order",
     jobs.c.priority.desc(),
-    due_at,
+    due_expression,
     postgresql_where=SCHEDULED_ONLY,
     sqlite_where=SCHEDULED_ONLY,
 )
@@ -171,7 +227,34 @@ Index(
     postgresql_where=TRACKING,
     sqlite_where=TRACKING,
 )
-Index("ix_broadcast_jobs_campaign_status", jobs.c.campaign, jobs.c.status)
+PARTIAL_INDEXES = frozenset(
+    {
+        "ix_broadcast_jobs_due",
+        "ix_broadcast_jobs_claim_order",
+        "ix_broadcast_jobs_lease",
+        "ix_broadcast_jobs_tracking",
+    }
+)
+"""Created on PostgreSQL and SQLite only; MySQL has `MYSQL_INDEXES` instead."""
+MYSQL_INDEXES = frozenset(
+    {
+        "ix_broadcast_jobs_my_due",
+        "ix_broadcast_jobs_my_claim_order",
+        "ix_broadcast_jobs_my_lease",
+        "ix_broadcast_jobs_my_tracking",
+    }
+)
+"""MySQL's stand-ins for the partial indexes, each led by `status` so that finished rows,
+however many, sit in other parts of the index than the ones a claim, the sweep or delivery
+tracking reads (made by the migrations, with the generated column `due_at`)."""
+MYSQL_ONLY_COLUMNS = frozenset({"due_at"})
+
+Index(
+    "ix_broadcast_jobs_campaign_status",
+    jobs.c.campaign,
+    jobs.c.status,
+    mysql_length={"campaign": 191},
+)
 Index("ix_broadcast_jobs_status", jobs.c.status)
 
 attempts = Table(
@@ -186,11 +269,12 @@ attempts = Table(
         index=True,
     ),
     Column("attempt_no", Integer, nullable=False),
-    Column("started_at", DateTime, nullable=False),
+    Column("started_at", Time, nullable=False),
     Column("duration_ms", Integer, nullable=True),
     Column("outcome", Text, nullable=False),
     Column("errcode", Integer, nullable=True),
     Column("error", Text, nullable=True),
+    **MYSQL_TABLE,
 )
 
 # --- the web API's bearer tokens (issue 12), owned by `broadcaster tokens` ---
@@ -198,13 +282,14 @@ api_tokens = Table(
     "api_tokens",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("name", Text, nullable=False, unique=True, comment="the operator's label"),
-    Column("key_id", Text, nullable=False, unique=True, comment="public part of the token"),
+    Column("name", Label(255), nullable=False, unique=True, comment="the operator's label"),
+    Column("key_id", Label(64), nullable=False, unique=True, comment="public part of the token"),
     Column("token_hash", Text, nullable=False, comment="SHA-256 of the whole token, hex"),
     Column("scope", Text, nullable=False, comment="read or write"),
-    Column("created_at", DateTime, nullable=False, server_default=utc_now()),
-    Column("revoked_at", DateTime, nullable=True),
+    Column("created_at", Time, nullable=False, server_default=utc_now()),
+    Column("revoked_at", Time, nullable=True),
     CheckConstraint("scope IN ('read', 'write')", name="scope"),
+    **MYSQL_TABLE,
 )
 
 # --- campaign controls (issue 15) ---
@@ -212,35 +297,38 @@ group_sends = Table(
     "broadcast_group_sends",
     metadata,
     Column("job_id", Id, ForeignKey("broadcast_jobs.id", ondelete="CASCADE"), primary_key=True),
-    Column("group_id", Text, primary_key=True),
+    Column("group_id", Label(700), primary_key=True),
     Column("corp_id", Text, nullable=False),
     Column("month", Text, nullable=False, comment="YYYY-MM in the corp's time zone"),
     comment="the groups each claimed job sends to, for the per-group monthly cap; a row "
     "counts while its job is queued, sending, sent or unknown",
+    **MYSQL_TABLE,
 )
 Index(
     "ix_broadcast_group_sends_corp_id_month_group_id",
     group_sends.c.corp_id,
     group_sends.c.month,
     group_sends.c.group_id,
+    mysql_length={"corp_id": 191, "month": 16, "group_id": 191},
 )
 
 schedules = Table(
     "broadcast_schedules",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("name", Text, nullable=False, unique=True),
+    Column("name", Label(768), nullable=False, unique=True),
     Column("corp_id", Text, nullable=True, comment="NULL: the default corp"),
     Column("cron", Text, nullable=False, comment="5 fields (crontab) or 6 (seconds first)"),
     Column("tz", Text, nullable=False, comment="IANA zone the cron is read in"),
-    Column("payload", Text, nullable=False, comment="the vendor body, {date}-style fields"),
+    Column("payload", LongText, nullable=False, comment="the vendor body, {date}-style fields"),
     Column("campaign", Text, nullable=True),
-    Column("start_at", DateTime, nullable=True),
-    Column("end_at", DateTime, nullable=True),
+    Column("start_at", Time, nullable=True),
+    Column("end_at", Time, nullable=True),
     Column("paused", Boolean, nullable=False, server_default=text("false")),
-    Column("last_occurrence", DateTime, nullable=True, comment="the latest one handled"),
-    Column("created_at", DateTime, nullable=False, server_default=utc_now()),
-    Column("updated_at", DateTime, nullable=False, server_default=utc_now()),
+    Column("last_occurrence", Time, nullable=True, comment="the latest one handled"),
+    Column("created_at", Time, nullable=False, server_default=utc_now()),
+    Column("updated_at", Time, nullable=False, server_default=utc_now()),
+    **MYSQL_TABLE,
 )
 
 schedule_events = Table(
@@ -253,12 +341,13 @@ schedule_events = Table(
         ForeignKey("broadcast_schedules.id", ondelete="CASCADE"),
         nullable=False,
     ),
-    Column("occurrence", DateTime, nullable=False, comment="UTC; the first of a skipped run"),
+    Column("occurrence", Time, nullable=False, comment="UTC; the first of a skipped run"),
     Column("outcome", Text, nullable=False, comment="created, late or skipped"),
     Column("job_id", Id, nullable=True),
     Column("detail", Text, nullable=True),
-    Column("recorded_at", DateTime, nullable=False, server_default=utc_now()),
+    Column("recorded_at", Time, nullable=False, server_default=utc_now()),
     CheckConstraint("outcome IN ('created', 'late', 'skipped')", name="outcome"),
+    **MYSQL_TABLE,
 )
 Index(
     "ix_broadcast_schedule_events_schedule_id_occurrence",

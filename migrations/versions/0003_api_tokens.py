@@ -10,6 +10,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from migrations import mysql
+from migrations.mysql import Label, Time
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -20,6 +23,7 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 UTC_NOW = {
     "postgresql": "timezone('utc', statement_timestamp())",
     "sqlite": "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')",
+    "mysql": mysql.UTC_NOW,
 }
 
 
@@ -28,16 +32,17 @@ def upgrade() -> None:
     op.create_table(
         "api_tokens",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
-        sa.Column("name", sa.Text, nullable=False, comment="the operator's label"),
-        sa.Column("key_id", sa.Text, nullable=False, comment="public part of the token"),
+        sa.Column("name", Label(255), nullable=False, comment="the operator's label"),
+        sa.Column("key_id", Label(64), nullable=False, comment="public part of the token"),
         sa.Column("token_hash", sa.Text, nullable=False, comment="SHA-256 of the whole token, hex"),
         sa.Column("scope", sa.Text, nullable=False, comment="read or write"),
-        sa.Column("created_at", sa.DateTime, nullable=False, server_default=now),
-        sa.Column("revoked_at", sa.DateTime, nullable=True),
+        sa.Column("created_at", Time, nullable=False, server_default=now),
+        sa.Column("revoked_at", Time, nullable=True),
         sa.CheckConstraint("scope IN ('read', 'write')", name=op.f("ck_api_tokens_scope")),
         sa.PrimaryKeyConstraint("id", name="pk_api_tokens"),
         sa.UniqueConstraint("name", name="uq_api_tokens_name"),
         sa.UniqueConstraint("key_id", name="uq_api_tokens_key_id"),
+        **mysql.table_options(op.get_bind()),
     )
 
 

@@ -102,8 +102,8 @@ def test_the_queue_cap_holds_back_work_the_workers_cannot_start_soon(
     with engine.begin() as connection:  # the workers take five
         connection.execute(
             text(
-                "UPDATE broadcast_jobs SET status = 'sent' WHERE id IN "
-                "(SELECT id FROM broadcast_jobs WHERE status = 'queued' LIMIT 5)"
+                "UPDATE broadcast_jobs SET status = 'sent' WHERE id IN (SELECT id FROM "
+                "(SELECT id FROM broadcast_jobs WHERE status = 'queued' LIMIT 5) AS taken)"
             )
         )
     assert service.tick().enqueued == 5

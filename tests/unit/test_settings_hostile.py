@@ -102,10 +102,29 @@ def refused(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
         ),
         (
             "DATABASE_URL",
-            "mysql://app:hunter22@db/jobs",
-            "DATABASE_URL: must start with sqlite:// or postgresql:// (e.g. "
-            "sqlite:///broadcaster.db, postgresql://USER:PASSWORD@HOST/DB) "
-            "(got 'mysql://app:***@db/jobs')",
+            "oracle://app:hunter22@db/jobs",
+            "DATABASE_URL: must start with sqlite://, postgresql:// or mysql:// (e.g. "
+            "sqlite:///broadcaster.db, postgresql://USER:PASSWORD@HOST/DB, "
+            "mysql://USER:PASSWORD@HOST/DB) (got 'oracle://app:***@db/jobs')",
+        ),
+        (
+            "DATABASE_URL",
+            "mysql+mysqldb://app:hunter22@db/jobs",
+            "DATABASE_URL: MySQL driver 'mysqldb' is not supported; write "
+            "mysql://USER:PASSWORD@HOST/DB (broadcaster uses PyMySQL, installed with it) "
+            "(got 'mysql+mysqldb://app:***@db/jobs')",
+        ),
+        (
+            "DATABASE_URL",
+            "mariadb://app:hunter22@db",
+            "DATABASE_URL: name the database after the host, e.g. "
+            "mysql://USER:PASSWORD@HOST/DB (got 'mariadb://app:***@db')",
+        ),
+        (
+            "DATABASE_URL",
+            "mysql://app:hunter22@db:port/jobs",
+            "DATABASE_URL: not a valid database URL: invalid literal for int() with base 10: "
+            "'port' (got 'mysql://app:***@db:port/jobs')",
         ),
         (
             "DATABASE_URL",
@@ -136,6 +155,21 @@ def test_postgres_urls_the_code_can_serve_are_accepted_and_use_psycopg_3(
     monkeypatch.setenv("DATABASE_URL", url)
     settings = load_settings(_env_file=None)
     assert normalise_url(settings.database_url) == "postgresql+psycopg://app:hunter22@db/jobs"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://app:hunter22@db/jobs",
+        "mariadb://app:hunter22@db/jobs",
+        "mysql+pymysql://app:hunter22@db/jobs",
+        "mariadb+pymysql://app:hunter22@db/jobs",
+    ],
+)
+def test_mysql_urls_are_accepted_and_use_pymysql(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    settings = load_settings(_env_file=None)
+    assert normalise_url(settings.database_url) == "mysql+pymysql://app:hunter22@db/jobs"
 
 
 def test_every_number_setting_is_bounded() -> None:

@@ -9,7 +9,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Connection, Engine, Row, Update, update
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Update, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from broadcaster.db import first_line
@@ -94,6 +94,34 @@ def expire_jobs(connection: Connection, now: datetime, *where: ColumnElement[boo
     """Move the jobs matching `where` to `expired`; returns how many moved."""
     statement = move_jobs(now, *where, status=JobStatus.EXPIRED, last_error=EXPIRED_REASON)
     return connection.execute(statement).rowcount
+
+
+def update_returning(
+    connection: Connection, statement: Update, *columns: ColumnElement[Any]
+) -> list[AnyRow]:
+    """`statement … RETURNING columns` (an UPDATE of `broadcast_jobs`), on every database.
+
+    MySQL and MariaDB have no UPDATE … RETURNING: the rows are locked and their ids read
+    first (SELECT … FOR UPDATE), updated by id, then read back, all in the caller's
+    transaction, so no other writer can change them in between."""
+    if connection.dialect.name != "mysql":
+        return list(connection.execute(statement.returning(*columns)).all())
+    where = statement.whereclause
+    locking = select(jobs.c.id).with_for_update()
+    ids = list(connection.execute(locking if where is None else locking.where(where)).scalars())
+    return read_back(connection, statement, ids, *columns)
+
+
+def read_back(
+    connection: Connection, statement: Update, ids: list[int], *columns: ColumnElement[Any]
+) -> list[AnyRow]:
+    """MySQL: run `statement` on the (locked) rows `ids`, then read `columns` of them."""
+    if not ids:
+        return []
+    connection.execute(statement.where(jobs.c.id.in_(ids)))
+    return list(
+        connection.execute(select(*columns).where(jobs.c.id.in_(ids)).order_by(jobs.c.id)).all()
+    )
 
 
 class StoreBase:

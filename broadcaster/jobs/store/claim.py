@@ -7,7 +7,18 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, LargeBinary, Row, case, cast, func, select, update
+from sqlalchemy import (
+    Connection,
+    LargeBinary,
+    Row,
+    Select,
+    Update,
+    case,
+    cast,
+    func,
+    select,
+    update,
+)
 
 from broadcaster.campaigns import gate
 from broadcaster.jobs.screening import judge, read_time
@@ -19,7 +30,9 @@ from broadcaster.jobs.store.base import (
     StoreBase,
     expire_jobs,
     move_jobs,
+    read_back,
     storable_text,
+    update_returning,
 )
 from broadcaster.jobs.store.loading import judged_columns, loadable_time
 from broadcaster.jobs.tables import due_at, jobs
@@ -58,28 +71,24 @@ class ClaimStore(StoreBase):
             .order_by(jobs.c.priority.desc(), due_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
-            # Materialised: inlined into `id IN (…)`, PostgreSQL may run the LIMIT subquery
-            # more than once and claim more than `limit` rows (seen in the queue-cap test).
-            .cte("picked")
-            .prefix_with("MATERIALIZED")
         )
         claim = (
             update(jobs)
-            .where(jobs.c.id == picked.c.id, jobs.c.status == JobStatus.SCHEDULED)
+            .where(jobs.c.status == JobStatus.SCHEDULED)
             .values(
                 status=JobStatus.QUEUED,
                 lease_until=now + timedelta(seconds=lease_s),
                 updated_at=now,
             )
-            # Read defensively: a producer's odd type must fail its own row, not the claim
-            # of the batch (issue 9); `_screen` judges each row.
-            .returning(*judged_columns(self.engine.dialect.name), *self._campaign_columns())
         )
+        # Read defensively: a producer's odd type must fail its own row, not the claim
+        # of the batch (issue 9); `_screen` judges each row.
+        read = [*judged_columns(self.engine.dialect.name), *self._campaign_columns()]
         result = ClaimResult()
         with self._begin() as connection:
             if self.controls is not None:
                 gate.hold_quiet(connection, self.controls, now, self.default_corp)
-            rows = connection.execute(claim).all()
+            rows = self._claim_rows(connection, picked, claim, read)
             for row in rows:
                 self._screen(row, now, result)
             self._finish_unfit(connection, result, now)
@@ -89,6 +98,21 @@ class ClaimStore(StoreBase):
                 )
         result.claimed.sort(key=lambda job: (-job.priority, job.due_at, job.id))
         return result
+
+    def _claim_rows(
+        self, connection: Connection, picked: Select[Any], claim: Update, read: list[Any]
+    ) -> list[Any]:
+        """Lock the picked rows (`FOR UPDATE SKIP LOCKED`: two schedulers never take one
+        row, nor wait on each other) and move them, in the caller's transaction."""
+        if connection.dialect.name == "mysql":  # no UPDATE … RETURNING, nor an UPDATE
+            ids = list(connection.execute(picked).scalars())  # reading its own table
+            return read_back(connection, claim, ids, *read)
+        # Materialised: inlined into `id IN (…)`, PostgreSQL may run the LIMIT subquery
+        # more than once and claim more than `limit` rows (seen in the queue-cap test).
+        chosen = picked.cte("picked").prefix_with("MATERIALIZED")
+        return list(
+            connection.execute(claim.where(jobs.c.id == chosen.c.id).returning(*read)).all()
+        )
 
     def _campaign_columns(self) -> list[Any]:
         """What the campaign controls read of a claimed row, loadable whatever it holds."""
@@ -180,29 +204,25 @@ class ClaimStore(StoreBase):
                 jobs.c.status.in_([JobStatus.SCHEDULED, JobStatus.QUEUED]),
                 jobs.c.expires_at <= now,
             )
-            unknown = (
-                connection.execute(
-                    move_jobs(
-                        now,
-                        jobs.c.status == JobStatus.SENDING,
-                        jobs.c.lease_until < now,
-                        status=JobStatus.UNKNOWN,
-                        last_error="worker lost during the vendor call (lease expired); "
-                        "the message may exist at the vendor: resolve with "
-                        "`broadcaster jobs resolve`",
-                    ).returning(jobs.c.id)
-                )
-                .scalars()
-                .all()
+            lost = move_jobs(
+                now,
+                jobs.c.status == JobStatus.SENDING,
+                jobs.c.lease_until < now,
+                status=JobStatus.UNKNOWN,
+                last_error="worker lost during the vendor call (lease expired); "
+                "the message may exist at the vendor: resolve with "
+                "`broadcaster jobs resolve`",
             )
+            unknown = [row.id for row in update_returning(connection, lost, jobs.c.id)]
             # Judged like a claim: a row left `queued` by an older version (before the claim
             # screened odd types) fails now instead of going round forever.
-            rows = connection.execute(
+            rows = update_returning(
+                connection,
                 update(jobs)
                 .where(jobs.c.status == JobStatus.QUEUED, jobs.c.lease_until < now)
-                .values(lease_until=now + timedelta(seconds=queued_lease_s), updated_at=now)
-                .returning(*judged_columns(self.engine.dialect.name))
-            ).all()
+                .values(lease_until=now + timedelta(seconds=queued_lease_s), updated_at=now),
+                *judged_columns(self.engine.dialect.name),
+            )
             requeued = ClaimResult()
             for row in rows:
                 self._screen(row, now, requeued)

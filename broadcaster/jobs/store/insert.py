@@ -1,22 +1,30 @@
 """Producers' writes: jobs inserted in batches (COPY through a staging table on
-PostgreSQL), duplicates skipped by dedupe_key, refused rows reported for a retry one by one."""
+PostgreSQL), duplicates skipped by dedupe_key, refused rows reported for a retry one by one.
+
+MySQL/MariaDB have no INSERT … ON CONFLICT … RETURNING: each row is one
+`INSERT … ON DUPLICATE KEY UPDATE id = id` (a duplicate key changes nothing and reports no
+new id; unlike INSERT IGNORE it turns no other error into a warning), all in one
+transaction. A multi-row INSERT cannot say which rows were new, nor their ids (InnoDB
+need not number one statement's rows consecutively)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, IntegrityError
 
-from broadcaster.db import first_line, is_sqlite
+from broadcaster.db import first_line, is_mysql, is_sqlite
 from broadcaster.errors import JobStoreError
 from broadcaster.jobs.store.base import AnyRow, InsertResult, RowsRefused, StoreBase
 from broadcaster.jobs.tables import PRODUCER_COLUMNS, jobs
 
+_T = TypeVar("_T")
 COPY_THRESHOLD = 200
 STAGED_COLUMNS = PRODUCER_COLUMNS
 STAGED = ", ".join(STAGED_COLUMNS)
@@ -52,6 +60,8 @@ class InsertStore(StoreBase):
         or earlier in `rows`) is skipped and reported, never an error."""
         if not rows:
             return InsertResult([], [])
+        if is_mysql(self.engine):
+            return self._refusing(lambda: self._insert_one_by_one(rows))
         if not is_sqlite(self.engine) and len(rows) >= COPY_THRESHOLD:
             return self._copy_jobs(rows)
         dialect_insert = sqlite_insert if is_sqlite(self.engine) else pg_insert
@@ -60,16 +70,36 @@ class InsertStore(StoreBase):
             .on_conflict_do_nothing(index_elements=[jobs.c.dedupe_key])
             .returning(jobs.c.id, jobs.c.dedupe_key, sort_by_parameter_order=True)
         )
-        try:
+
+        def insert() -> list[Any]:
             with self._begin() as connection:
-                returned = connection.execute(statement, list(rows)).all()
+                return list(connection.execute(statement, list(rows)).all())
+
+        returned = self._refusing(insert)
+        return InsertResult([row.id for row in returned], _skipped_keys(rows, returned))
+
+    @staticmethod
+    def _refusing(write: Callable[[], _T]) -> _T:
+        """Run `write`, a refused value raised as `RowsRefused`."""
+        try:
+            return write()
         except JobStoreError as exc:
             if isinstance(exc.__cause__, DataError | IntegrityError):
                 raise RowsRefused(str(exc)) from exc.__cause__
             raise
         except (OverflowError, UnicodeError, ValueError) as exc:  # the driver's own checks
             raise RowsRefused(f"database refused a value: {exc}") from exc
-        return InsertResult([row.id for row in returned], _skipped_keys(rows, returned))
+
+    def _insert_one_by_one(self, rows: Sequence[dict[str, Any]]) -> InsertResult:
+        """MySQL: see the module's docstring."""
+        statement = mysql_insert(jobs).on_duplicate_key_update(id=jobs.c.id)
+        inserted: list[_Inserted] = []
+        with self._begin() as connection:
+            for row in rows:
+                new_id = connection.execute(statement, row).lastrowid
+                if new_id:
+                    inserted.append(_Inserted(new_id, row.get("dedupe_key")))
+        return InsertResult([row.id for row in inserted], _skipped_keys(rows, inserted))
 
     def keyed_jobs(self, keys: Collection[str]) -> dict[str, AnyRow]:
         """The rows holding these dedupe keys (id, dedupe_key, corp_id, payload), by key."""

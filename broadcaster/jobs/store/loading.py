@@ -18,7 +18,9 @@ def judged_columns(dialect: str) -> list[ColumnElement[Any]]:
     SQLite: each column's storage class (`typeof`) and its bytes (`CAST … AS BLOB`, so
     text that is not UTF-8 does not fail the fetch). PostgreSQL: its own types hold,
     except times outside Python's range, which come as text (`to_char`, independent of
-    DateStyle; an infinite time as its name)."""
+    DateStyle; an infinite time as its name). MySQL: likewise, times as text, where a
+    producer's session without NO_ZERO_DATE may have stored '0000-00-00' (or a date MySQL
+    zeroed, like '2026-02-30')."""
     columns: list[ColumnElement[Any]] = [jobs.c.id]
     for name in JUDGED_COLUMNS:
         column = jobs.c[name]
@@ -33,9 +35,11 @@ def judged_columns(dialect: str) -> list[ColumnElement[Any]]:
 
 
 def loadable_time(expression: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
-    """A time as bytes (SQLite) or text (PostgreSQL), for `read_time`."""
+    """A time as bytes (SQLite) or text (PostgreSQL, MySQL), for `read_time`."""
     if dialect == "sqlite":
         return cast(expression, LargeBinary)
+    if dialect == "mysql":
+        return func.date_format(expression, "%Y-%m-%d %H:%i:%s.%f", type_=Text)
     return case(
         (
             func.isfinite(expression),

@@ -17,6 +17,7 @@ from broadcaster.jobs.store.base import (
     expire_jobs,
     move_jobs,
     storable_text,
+    update_returning,
 )
 from broadcaster.jobs.tables import attempts, jobs
 
@@ -40,7 +41,8 @@ class SendingStore(StoreBase):
         (and for a job cancelled or expired meanwhile, or failed here because a column the
         call needs holds a value of the wrong type: see `screening.sending_problem`)."""
         with self._begin() as connection:
-            row = connection.execute(
+            taken = update_returning(
+                connection,
                 update(jobs)
                 .where(
                     jobs.c.id == job_id,
@@ -52,11 +54,14 @@ class SendingStore(StoreBase):
                     updated_at=now,
                     last_call_at=now,
                     lease_until=now + timedelta(seconds=lease_s),
-                )
-                .returning(
-                    jobs.c.id, jobs.c.corp_id, jobs.c.payload, jobs.c.attempts, jobs.c.max_attempts
-                )
-            ).first()
+                ),
+                jobs.c.id,
+                jobs.c.corp_id,
+                jobs.c.payload,
+                jobs.c.attempts,
+                jobs.c.max_attempts,
+            )
+            row = taken[0] if taken else None
             if row is None:
                 expire_jobs(
                     connection,
