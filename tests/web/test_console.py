@@ -429,3 +429,17 @@ def test_import_upload_gives_the_cli_summary(
         files={"file": ("list.txt", b"x", "text/plain")},
     )
     assert odd.status_code == 422 and 'data-testid="import-error"' in odd.text
+
+
+def test_every_text_key_of_the_templates_is_in_the_catalog() -> None:
+    from pathlib import Path
+
+    from broadcaster.web.console.i18n import CATALOG
+
+    folder = Path(__file__).parents[2] / "broadcaster" / "web" / "console" / "templates"
+    used = set()
+    for template in folder.glob("*.html"):
+        used |= set(re.findall(r"""\bt\(\s*["']([a-z_.]+)["']""", template.read_text()))
+    assert used and used - set(CATALOG) == set()
+    assert CATALOG["campaign.cancel"] == ("取消活动", "Cancel campaign")
+    assert all(zh and en for zh, en in CATALOG.values())

@@ -37,7 +37,7 @@ def rate_chart(
 ) -> Chart:
     """Calls per minute per corp over `minutes`, against the per-minute `limit`."""
     peak = max([*(max(values, default=0) for values in series.values()), limit or 0, 1])
-    top = _nice(peak)
+    top = _nice(peak * 1.1)
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
 
@@ -75,7 +75,7 @@ def _nice(value: float) -> int:
     """A round top for the axis at or above `value`."""
     step = 1
     while True:
-        for factor in (1, 2, 5):
+        for factor in (1, 1.5, 2, 3, 4, 5, 6, 8):
             if value <= step * factor:
-                return step * factor
+                return int(step * factor)
         step *= 10

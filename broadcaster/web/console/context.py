@@ -8,16 +8,18 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
 
 from broadcaster.bootstrap import Bootstrap
+from broadcaster.errors import InvalidJob
+from broadcaster.timeutil import zone
 from broadcaster.web.console.i18n import (
     CATALOG,
     HTML_LANG,
@@ -35,12 +37,15 @@ FLASH_COOKIE = "broadcaster_flash"
 YEAR_S = 365 * 86400
 
 
-def _when(value: Any) -> str:
-    """A UTC time as the operators read it: `2026-12-12 20:00:00 UTC`."""
+@pass_context
+def _when(context: Any, value: Any) -> str:
+    """A time as the operators read it, in DEFAULT_TZ: `2026-12-12 20:00:00 +08:00`."""
     if not isinstance(value, datetime):
         return "" if value is None else str(value)
     moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    local = moment.astimezone(context.get("display_tz") or UTC)
+    offset = local.strftime("%z")
+    return f"{local:%Y-%m-%d %H:%M:%S} {offset[:3]}:{offset[3:]}"
 
 
 def _environment() -> Environment:
@@ -113,6 +118,7 @@ def render(
         "path": request.url.path,
         "page_url": lambda **changes: page_url(request, **changes),
         "flash": _flash_of(request),
+        "display_tz": _display_tz(request),
         **(values or {}),
     }
     response = HTMLResponse(ENV.get_template(template).render(context), status_code=status)
@@ -125,6 +131,18 @@ def render(
     if FLASH_COOKIE in request.cookies:
         store.clear_cookie(response, request, FLASH_COOKIE)
     return response
+
+
+def display_zone(name: str) -> tzinfo:
+    """DEFAULT_TZ, where the console shows times (UTC should the name be unknown)."""
+    try:
+        return zone(name)
+    except InvalidJob:
+        return UTC
+
+
+def _display_tz(request: Request) -> tzinfo:
+    return display_zone(boot_of(request).settings.default_tz)
 
 
 def _flash_of(request: Request) -> dict[str, Any] | None:

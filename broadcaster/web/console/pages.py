@@ -3,7 +3,7 @@ forms, and the htmx partials that refresh the live parts. Reads are in `views.py
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -16,7 +16,7 @@ from broadcaster.timeutil import utcnow
 from broadcaster.web import queries
 from broadcaster.web.console import views
 from broadcaster.web.console.chart import rate_chart
-from broadcaster.web.console.context import boot_of, render
+from broadcaster.web.console.context import boot_of, display_zone, render
 from broadcaster.web.console.guard import viewer
 from broadcaster.web.console.session import Session
 from broadcaster.web.metrics import Figures, WebMetrics
@@ -48,9 +48,8 @@ def _overview_values(request: Request) -> dict[str, Any]:
     quota, quota_problem = views.quota_of(boot, seen)
     now = utcnow()
     recent = views.recent(boot.store, now)
-    labels = [
-        f"{(recent.since + timedelta(minutes=i)):%H:%M}" for i in range(views.RATE_WINDOW_MIN)
-    ]
+    start = recent.since.replace(tzinfo=UTC).astimezone(display_zone(boot.settings.default_tz))
+    labels = [f"{(start + timedelta(minutes=i)):%H:%M}" for i in range(views.RATE_WINDOW_MIN)]
     limit = max((q.limit for q in quota), default=None)
     series = {
         corp: recent.per_corp.get(corp, [0] * views.RATE_WINDOW_MIN)
