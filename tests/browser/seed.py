@@ -3,6 +3,7 @@ scheduler and the workers use), so every row is one the service could have made.
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 
 from broadcaster import schedule_many
@@ -14,6 +15,7 @@ from tests.helpers import body
 
 FUTURE = datetime(2030, 1, 1, 8, 0)
 """Far enough ahead that no scheduler would claim it during a test."""
+_serial = itertools.count(1)
 
 
 def schedule(
@@ -30,15 +32,15 @@ def schedule(
     items = [
         {
             "payload": body(
-                name=f"{campaign}-{i}",
+                name=f"{campaign}-{n}",
                 text=text,
-                group_ext_id_list=[f"{campaign}-group-{i}-{g}" for g in range(groups)],
+                group_ext_id_list=[f"{campaign}-group-{n}-{g}" for g in range(groups)],
             ),
             "campaign": campaign,
             "corp_id": corp_id,
             "send_at": send_at.isoformat(),
         }
-        for i in range(count)
+        for n in [next(_serial) for _ in range(count)]
     ]
     return schedule_many(items, store=store).job_ids
 

@@ -69,7 +69,7 @@ def why_no_browser() -> str | None:
 
 
 @contextmanager
-def launched_browser() -> Iterator[Browser]:
+def launched_browser(*extra_args: str) -> Iterator[Browser]:
     """Headless Chromium from the system, closed at the end."""
     from playwright.sync_api import sync_playwright
 
@@ -77,7 +77,7 @@ def launched_browser() -> Iterator[Browser]:
     assert path is not None, why_no_browser()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=path, headless=True, args=CHROMIUM_ARGS
+            executable_path=path, headless=True, args=[*CHROMIUM_ARGS, *extra_args]
         )
         try:
             yield browser
