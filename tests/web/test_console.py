@@ -285,7 +285,10 @@ def test_every_page_renders(
     bar = re.search(r'data-testid="campaign-双十二"[^>]*', overview.text)
     assert bar is not None and 'data-total="3"' in bar.group() and 'data-sent="1"' in bar.group()
     assert 'hx-get="/partials/overview"' in overview.text and "<svg" in overview.text
-    assert "/static/htmx.min.js" in overview.text
+    assert "/static/htmx.min.js" in overview.text and "cdn" not in overview.text.lower()
+    assert "frame-ancestors 'none'" in overview.headers["content-security-policy"]
+    assert "script-src 'self';" in overview.headers["content-security-policy"]
+    assert "<script>" not in overview.text  # no inline script: the CSP allows none
     assert console.get("/static/htmx.min.js").status_code == 200
     for page in PAGES:
         assert console.get(page).status_code == 200, page
@@ -443,3 +446,19 @@ def test_every_text_key_of_the_templates_is_in_the_catalog() -> None:
     assert used and used - set(CATALOG) == set()
     assert CATALOG["campaign.cancel"] == ("取消活动", "Cancel campaign")
     assert all(zh and en for zh, en in CATALOG.values())
+
+
+def test_quota_gauge_and_block_banner_read_redis(
+    console: TestClient, tokens: Tokens, boot: Bootstrap
+) -> None:
+    from broadcaster.vendor import CREATE_API
+
+    boot.quota.pause("corp-default", CREATE_API, 30)
+    login(console, tokens.read)
+    page = console.get("/partials/overview", headers={"Accept-Language": "zh"}).text
+    gauge = re.search(r'data-testid="quota-corp-default"[^>]*', page)
+    assert gauge is not None and 'data-limit="600"' in gauge.group()
+    assert 'data-cap="4"' in gauge.group()
+    banner = re.search(r'data-testid="blocked-corp-default".*?data-until="(\d+)"', page, re.S)
+    assert banner is not None and 25 <= int(banner.group(1)) <= 30
+    assert "微伴已限流" in page

@@ -35,6 +35,17 @@ STATIC = Path(__file__).parent / "static"
 LANG_COOKIE = "lang"
 FLASH_COOKIE = "broadcaster_flash"
 YEAR_S = 365 * 86400
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    # scripts from the package only (htmx, console.js); inline style attributes draw the
+    # bars; no framing (clickjacking of the action buttons); forms post here only
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; "
+    "form-action 'self'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 
 @pass_context
@@ -122,7 +133,7 @@ def render(
         **(values or {}),
     }
     response = HTMLResponse(ENV.get_template(template).render(context), status_code=status)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(SECURITY_HEADERS)
     store = sessions(request)
     if request.query_params.get("lang") in HTML_LANG:
         store.set_cookie(response, request, LANG_COOKIE, lang, YEAR_S)

@@ -64,7 +64,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "overview.calls_minute": ("近 60 秒调用", "calls in the last 60 s"),
     "overview.in_flight": ("进行中", "in flight"),
     "overview.of": ("/", "of"),
-    "overview.blocked": ("企业微信已限流，恢复倒计时", "Blocked by the vendor; resumes in"),
+    "overview.blocked": ("微伴已限流，恢复倒计时", "Blocked by the vendor; resumes in"),
     "overview.seconds": ("秒", "s"),
     "overview.rate": ("近 15 分钟发送速率（次/分钟）", "Send rate, last 15 minutes (calls/min)"),
     "overview.limit": ("上限", "limit"),
