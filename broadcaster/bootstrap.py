@@ -22,10 +22,13 @@ from typing import TypeVar
 import redis
 from sqlalchemy import Engine
 
+from broadcaster.broker.dispatch import Dispatcher, make_broker
+from broadcaster.broker.rabbitmq import RabbitDispatcher
 from broadcaster.corps import CorpDirectory, QuotaLimits
 from broadcaster.db import make_engine
 from broadcaster.jobs.store import JobStore
 from broadcaster.ops.readiness import check_schema, wait_for
+from broadcaster.ports import Dispatch
 from broadcaster.quota.limiter import RedisQuota
 from broadcaster.reconcile.reconciler import PassLock, ReconcileConfig, Reconciler
 from broadcaster.redis_conn import connect, resolve_redis_url
@@ -67,6 +70,17 @@ class Bootstrap:
     def redis(self) -> redis.Redis:
         url = self.redis_url
         return self._ready(lambda: connect(url), "redis")
+
+    @cached_property
+    def dispatcher(self) -> Dispatch:
+        """The scheduler's way to the workers: RabbitMQ with confirmed batches when
+        BROKER_URL is set (checked, or waited for, like the database), else Redis."""
+        url = self.settings.broker_url
+        if url is None:
+            return Dispatcher(make_broker(self.redis))
+        dispatcher = RabbitDispatcher(url)
+        self._ready(dispatcher.connect, "broker")
+        return dispatcher
 
     @cached_property
     def corps(self) -> CorpDirectory:

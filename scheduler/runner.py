@@ -26,7 +26,6 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
 from broadcaster.bootstrap import Bootstrap
-from broadcaster.broker.dispatch import Dispatcher, make_broker
 from broadcaster.campaigns.controls import CampaignControls
 from broadcaster.campaigns.store import ScheduleStore
 from broadcaster.db import is_sqlite
@@ -202,14 +201,15 @@ class SchedulerRunner:
 def build_runner(
     settings: Settings, stop: threading.Event, metrics: SchedulerMetrics | None = None
 ) -> SchedulerRunner:
-    """Wire the scheduler from settings, waiting for the database and Redis to be ready
-    (raises `Stopped` if told to stop meanwhile)."""
+    """Wire the scheduler from settings, waiting for the database, Redis and the broker
+    (RabbitMQ when BROKER_URL is set) to be ready (raises `Stopped` if told to stop
+    meanwhile)."""
     boot = Bootstrap(settings, wait=stop)
     store = boot.store
     store.use_campaign_controls(CampaignControls.from_settings(settings, boot.corps))
     service = SchedulerService(
         store,
-        Dispatcher(make_broker(boot.redis)),
+        boot.dispatcher,
         settings,
         admission=Admission(settings, boot.corps, boot.quota),
     )

@@ -1,4 +1,5 @@
-"""One worker process: a Redis broker, the `send_broadcast` actor, a Dramatiq Worker.
+"""One worker process: a broker (Redis, or RabbitMQ when BROKER_URL is set), the
+`send_broadcast` actor, a Dramatiq Worker.
 
 Built explicitly from settings (no broker chosen at import time), so a test, `worker` and
 `run` all wire it the same way. The actor is registered under the name and queue the
@@ -19,6 +20,7 @@ from dramatiq.middleware import Middleware
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.broker.liveness import HEARTBEAT_TIMEOUT_MS, Liveness
 from broadcaster.broker.messages import ACTOR_NAME, QUEUE_NAME
+from broadcaster.broker.rabbitmq import check_broker, make_rabbitmq_broker
 from broadcaster.errors import BroadcasterError, CredentialsRejected
 from broadcaster.ops.readiness import wait_for
 from broadcaster.process_metrics import TimedVendor, WorkerMetrics
@@ -51,21 +53,30 @@ class BindJobContext(Middleware):
 
 @dataclass
 class WorkerApp:
-    broker: RedisBroker
+    broker: dramatiq.Broker
     worker: dramatiq.Worker
     sender: Sender
     client: WeibanClient
-    liveness: Liveness
+    liveness: Liveness | None
+    """Redis only: RabbitMQ requeues a dead consumer's unacked messages by itself."""
+
+    @property
+    def broker_id(self) -> str:
+        """Who holds a message: the Redis broker's id, or `rabbitmq` (RabbitMQ tracks its
+        consumers by connection)."""
+        return str(getattr(self.broker, "broker_id", "rabbitmq"))
 
     def start(self) -> None:
-        self.liveness.start()
+        if self.liveness is not None:
+            self.liveness.start()
         self.worker.start()
 
     def stop(self, timeout_s: float) -> None:
         """Stop taking messages; give calls in flight `timeout_s` to finish and commit
         (beating all the while, so no peer takes this process's messages for a dead one's)."""
         self.worker.stop(timeout=int(timeout_s * 1000))
-        self.liveness.stop()
+        if self.liveness is not None:
+            self.liveness.stop()
         self.client.close()
 
 
@@ -101,24 +112,14 @@ def check_vendor(boot: Bootstrap, settings: Settings, stop: threading.Event) -> 
 def build_worker_app(
     settings: Settings, *, threads: int, prefetch: int = 0, stop: threading.Event | None = None
 ) -> WorkerApp:
-    """Wait for the database, Redis and the vendor, then wire a Dramatiq Worker."""
+    """Wait for the database, Redis, the broker and the vendor, then wire a Dramatiq
+    Worker."""
     stop = stop or threading.Event()
     boot = Bootstrap(settings, wait=stop)
     metrics = WorkerMetrics.in_this_process()  # None unless the supervisor serves metrics
     sender, client = build_sender(settings, boot, metrics)
     check_vendor(boot, settings, stop)
-    # The broker gets a client (and connection pool) of its own: sharing the quota's cost
-    # ~1 ms of CPU per job in bench.overhead (6.1-6.5 s vs 7.7 s per 1000 jobs).
-    redis_client = connect(boot.redis_url)
-
-    # A worker killed with messages prefetched: `Liveness` (every process beats each
-    # second) puts them back at the head of the queue once silent for the timeout; the
-    # broker's own random maintenance uses the same timeout.
-    broker = RedisBroker(
-        client=redis_client,
-        middleware=[BindJobContext()],
-        heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
-    )
+    broker, liveness = build_broker(settings, boot, stop)
 
     def send_broadcast(job_id: int) -> None:
         try:
@@ -141,4 +142,27 @@ def build_worker_app(
     # Dramatiq prefetches 2 x threads by default; a message prefetched is a message
     # another process cannot take. Threads + 2 keeps every thread fed.
     worker.queue_prefetch = prefetch or threads + 2
-    return WorkerApp(broker, worker, sender, client, Liveness(broker, QUEUE_NAME))
+    return WorkerApp(broker, worker, sender, client, liveness)
+
+
+def build_broker(
+    settings: Settings, boot: Bootstrap, stop: threading.Event
+) -> tuple[dramatiq.Broker, Liveness | None]:
+    """RabbitMQ when BROKER_URL is set (waited for at start, one line per try naming it;
+    later losses are Dramatiq's to reconnect), else Redis with its `Liveness`."""
+    if settings.broker_url:
+        url = settings.broker_url
+        wait_for(lambda: check_broker(url), "broker", stop)
+        return make_rabbitmq_broker(url, [BindJobContext()]), None
+    # The broker gets a client (and connection pool) of its own: sharing the quota's cost
+    # ~1 ms of CPU per job in bench.overhead (6.1-6.5 s vs 7.7 s per 1000 jobs).
+    redis_client = connect(boot.redis_url)
+    # A worker killed with messages prefetched: `Liveness` (every process beats each
+    # second) puts them back at the head of the queue once silent for the timeout; the
+    # broker's own random maintenance uses the same timeout.
+    broker = RedisBroker(
+        client=redis_client,
+        middleware=[BindJobContext()],
+        heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
+    )
+    return broker, Liveness(broker, QUEUE_NAME)

@@ -96,7 +96,7 @@ def worker_process_main(
         pid=os.getpid(),
         threads=threads,
         prefetch=app.worker.queue_prefetch,
-        broker_id=app.broker.broker_id,
+        broker_id=app.broker_id,
     )
     stop.wait()
     log.info("worker_stopping", grace_s=settings.worker_shutdown_s)
