@@ -137,6 +137,11 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def is_postgresql(engine: Engine) -> bool:
+    """Only PostgreSQL can wake the scheduler (LISTEN/NOTIFY); the others are polled."""
+    return engine.dialect.name == "postgresql"
+
+
 def is_mysql(engine: Engine | Connection) -> bool:
     """MySQL or MariaDB (one dialect here, `mysql`, whichever URL named it)."""
     return engine.dialect.name == "mysql"

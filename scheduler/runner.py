@@ -28,7 +28,7 @@ from sqlalchemy import Engine
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.campaigns.controls import CampaignControls
 from broadcaster.campaigns.store import ScheduleStore
-from broadcaster.db import is_sqlite
+from broadcaster.db import is_postgresql
 from broadcaster.errors import BroadcasterError
 from broadcaster.ops.readiness import Stopped
 from broadcaster.process_metrics import SchedulerMetrics, serving
@@ -215,7 +215,7 @@ def build_runner(
     )
     return SchedulerRunner(
         service,
-        listen_engine=None if is_sqlite(boot.engine) else boot.engine,
+        listen_engine=boot.engine if is_postgresql(boot.engine) else None,
         reconciler=boot.reconciler,
         schedules=ScheduleStore(boot.engine, default_corp=settings.weiban_corp_id),
         metrics=metrics,
