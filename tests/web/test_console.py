@@ -462,3 +462,18 @@ def test_quota_gauge_and_block_banner_read_redis(
     banner = re.search(r'data-testid="blocked-corp-default".*?data-until="(\d+)"', page, re.S)
     assert banner is not None and 25 <= int(banner.group(1)) <= 30
     assert "微伴已限流" in page
+
+
+def test_the_overview_never_waits_for_the_first_count(
+    boot: Bootstrap, tokens: Tokens, campaign: list[int]
+) -> None:
+    from tests.helpers import wait_until
+
+    app = create_app(boot, web_settings(metrics_cache_s=60))
+    with TestClient(app) as client:
+        login(client, tokens.read)
+        first = client.get("/")
+        assert first.status_code == 200
+        if 'data-testid="counting"' in first.text:  # the read had not finished yet
+            assert 'data-testid="campaign-双十二"' not in first.text
+        wait_until(lambda: 'data-testid="campaign-双十二"' in client.get("/partials/overview").text)

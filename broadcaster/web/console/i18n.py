@@ -83,6 +83,14 @@ CATALOG: dict[str, tuple[str, str]] = {
     "overview.no_sends": ("近 15 分钟没有发送。", "Nothing sent in the last 15 minutes."),
     "overview.figures_age": ("活动统计更新于", "Campaign counts as of"),
     "overview.seconds_ago": ("秒前", "s ago"),
+    "overview.counting": (
+        "正在首次统计各活动的任务数……",
+        "Counting the campaigns' jobs for the first time…",
+    ),
+    "overview.figures_down": (
+        "活动统计暂不可读（数据库无响应），稍后自动重试。",
+        "The campaign counts cannot be read now (the database did not answer); retrying.",
+    ),
     "overview.no_campaign_name": ("（无活动名）", "(no campaign)"),
     "overview.delivery": ("送达", "Delivery"),
     # campaign page

@@ -3,6 +3,8 @@ forms, and the htmx partials that refresh the live parts. Reads are in `views.py
 
 from __future__ import annotations
 
+import math
+import threading
 from datetime import UTC, timedelta
 from typing import Annotated, Any
 
@@ -19,7 +21,7 @@ from broadcaster.web.console.chart import rate_chart
 from broadcaster.web.console.context import boot_of, display_zone, render
 from broadcaster.web.console.guard import viewer
 from broadcaster.web.console.session import Session
-from broadcaster.web.metrics import Figures, WebMetrics
+from broadcaster.web.metrics import Figures
 from broadcaster.web.problems import Problem
 
 router = APIRouter(include_in_schema=False)
@@ -28,10 +30,23 @@ MAX_ID = 2**63 - 1
 DELIVERY_FILTERS = ("untracked", "waiting", "completed", "failed", "canceled", "create_failed")
 
 
-def _figures(request: Request) -> tuple[Figures, float]:
-    metrics: WebMetrics = request.app.state.metrics
-    figures = metrics.table.figures()
-    return figures, max(0.0, metrics.table.age_s())
+FIRST_READ = threading.Lock()
+
+
+def _figures(request: Request) -> tuple[Figures, float | None]:
+    """The counts /metrics keeps, and their age. Never waits for the first read (at a
+    million rows it takes seconds: it also totals the attempts table once): that one
+    starts in the background and the page says the counts are coming (age None)."""
+    table = request.app.state.metrics.table
+    if math.isinf(table.age_s()) and table.cache_s > 0:
+        with FIRST_READ:
+            if not getattr(request.app.state, "console_first_read", False):
+                request.app.state.console_first_read = True
+                reader = threading.Thread(target=table.figures, name="console-counts", daemon=True)
+                reader.start()
+        return Figures(), None
+    figures = table.figures()
+    return figures, max(0.0, table.age_s())
 
 
 def _after(request: Request) -> int | None:
@@ -58,6 +73,7 @@ def _overview_values(request: Request) -> dict[str, Any]:
     return {
         "bars": bars,
         "figures_age": age,
+        "figures_ok": figures.table_ok,
         "quota": quota,
         "quota_problem": quota_problem,
         "recent": recent,
