@@ -97,6 +97,7 @@ def test_login_sets_a_strict_httponly_cookie_without_the_token(
     logout = post(console, "/", "/logout")
     assert logout.status_code == 303 and logout.headers["location"] == "/login"
     assert console.get("/", follow_redirects=False).status_code == 303
+    assert "You are logged out" in console.get("/login", headers={"Accept-Language": "en"}).text
 
 
 def test_cookie_is_secure_over_https_and_behind_a_trusted_proxy(

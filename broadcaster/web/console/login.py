@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from broadcaster.web.auth import FailureThrottle
-from broadcaster.web.console.context import FLASH_COOKIE, render, sessions
+from broadcaster.web.console.context import redirect_with_flash, render, sessions
 from broadcaster.web.console.guard import acting, current, safe_next
 from broadcaster.web.console.session import COOKIE, LOGIN_COOKIE, SESSION_TTL_S
 from broadcaster.web.tokens import Principal, TokenStore
@@ -67,8 +67,6 @@ async def logout(request: Request) -> Response:
     if await current(request) is not None:  # a session: its form must carry its CSRF token
         found, _form = await acting(request, write=False)
         log.info("console_logout", token=found.principal.name)
-    response = RedirectResponse("/login", status_code=303)
-    store = sessions(request)
-    store.clear_cookie(response, request, COOKIE)
-    store.clear_cookie(response, request, FLASH_COOKIE)
+    response = redirect_with_flash(request, "/login", "login.logged_out")
+    sessions(request).clear_cookie(response, request, COOKIE)
     return response
