@@ -266,8 +266,15 @@ class Settings(BaseSettings):
                 "must be a RabbitMQ URL like amqp://guest:guest@localhost:5672/ (or amqps://); "
                 "unset it to carry the messages on REDIS_URL's Redis"
             )
-        if not urlsplit(value).hostname:
+        parts = urlsplit(value)
+        if not parts.hostname:
             raise ValueError("names no host; write amqp://USER:PASSWORD@HOST:5672/")
+        try:
+            parts.port  # noqa: B018 (parsing it is the check)
+        except ValueError:
+            raise ValueError(
+                "the port is not a number from 0 to 65535; write amqp://USER:PASSWORD@HOST:5672/"
+            ) from None
         return value
 
     @field_validator("weiban_base_url")

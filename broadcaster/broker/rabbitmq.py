@@ -107,11 +107,18 @@ def check_broker(url: str) -> str:
             version = connection._impl.server_properties.get("version", b"?")
         finally:
             connection.close()
-    except (pika.exceptions.AMQPError, OSError) as exc:
+    except (pika.exceptions.AMQPError, OSError, ValueError) as exc:
         raise unreachable(url, exc) from None
     if isinstance(version, bytes):
         version = version.decode(errors="replace")
     return f"RabbitMQ {version} at {redact_url(url)} answers; {waiting} message(s) in {QUEUE_NAME}"
+
+
+def broker_in_use(url: str | None) -> str:
+    """Which broker carries the jobs' messages, for doctor and status (password hidden)."""
+    if not url:
+        return "Redis (REDIS_URL; BROKER_URL unset)"
+    return f"RabbitMQ at {redact_url(url)} (BROKER_URL)"
 
 
 def make_rabbitmq_broker(url: str, middleware: list[Middleware]) -> RabbitmqBroker:
@@ -210,7 +217,7 @@ class RabbitDispatcher:
                 connection.process_data_events(time_limit=0.1)
             if not selected:
                 raise pika.exceptions.AMQPChannelError("confirm mode not acknowledged")
-        except (pika.exceptions.AMQPError, OSError) as exc:
+        except (pika.exceptions.AMQPError, OSError, ValueError) as exc:
             raise unreachable(self.url, exc) from None
         self._connection, self._channel = connection, channel
         self._confirms, self._published = confirms, 0

@@ -11,6 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from broadcaster.broker.rabbitmq import broker_in_use
 from broadcaster.cli.context import CliContext
 from broadcaster.cli.options import WATCH_S, float_range
 from broadcaster.cli.render import literal, print_json
@@ -89,6 +90,8 @@ def render(report: dict[str, Any]) -> Group:
             f"{report['awaiting_decision']} unknown jobs not settled yet "
             "(broadcaster jobs list --status unknown):"
         )
+    if "broker" in report:
+        lines.append(f"messages carried by {report['broker']}")
     parts.append(Text("\n".join(lines)))
     for reason in report["unknown_reasons"]:
         parts.append(
@@ -196,7 +199,10 @@ def status(
     policy = cli.settings.monthly_cap_policy
 
     def report() -> dict[str, Any]:
-        return collect(cli.store, corps, quota, cap_policy=policy)
+        return {
+            **collect(cli.store, corps, quota, cap_policy=policy),
+            "broker": broker_in_use(cli.settings.broker_url),
+        }
 
     if as_json:
         print_json(cli.console, report())

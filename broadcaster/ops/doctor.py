@@ -5,6 +5,8 @@
     database     reachable and migrated to the code's head (`readiness.check_schema`)
     redis        REDIS_URL answers (`redis_conn.connect`); with REDIS_URL unset, the
                  embedded Redis is started for the check (or joined), see `check_redis`
+    broker       with BROKER_URL set: RabbitMQ answers and has the queue (unset: Redis
+                 carries the messages, as the settings line says)
     token CORP   each configured corp gets an access token through the shared token cache,
                  as a worker would: a refused secret is `CredentialsRejected`
     concurrency  WORKER_PROCESSES x WORKER_THREADS can keep every corp's quota busy
@@ -29,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from broadcaster import migrate, redis_conn
+from broadcaster.broker.rabbitmq import broker_in_use, check_broker
 from broadcaster.corps import CorpDirectory, QuotaLimits
 from broadcaster.db import make_engine, shown_url
 from broadcaster.errors import (
@@ -89,8 +92,14 @@ def check_settings(settings: Settings) -> Result:
         "settings",
         Status.OK,
         f"loaded; DATABASE_URL {redact_url(settings.database_url)}, REDIS_URL "
-        f"{redis_shown}, WEIBAN_BASE_URL {redact_url(settings.weiban_base_url)}",
+        f"{redis_shown}, WEIBAN_BASE_URL {redact_url(settings.weiban_base_url)}, "
+        f"broker {broker_in_use(settings.broker_url)}",
     )
+
+
+def check_rabbitmq(url: str) -> Result:
+    """RabbitMQ (BROKER_URL) answers, the queue is declared; how many messages wait."""
+    return Result("broker", Status.OK, check_broker(url))
 
 
 def check_corps(corps: CorpDirectory) -> Result:
@@ -305,6 +314,9 @@ def run_checks(
     with _guard("redis", results):
         result, redis_client, started = check_redis(settings)
         results.append(result)
+    if settings.broker_url:  # unset: Redis carries the messages (the settings line says so)
+        with _guard("broker", results):
+            results.append(check_rabbitmq(settings.broker_url))
     try:
         results += _token_checks(settings, corps, redis_client)
     finally:

@@ -1,5 +1,6 @@
 """`/healthz`: the process answers. `/readyz`: the database is reachable and its schema at
-the code's head, and Redis answers (when REDIS_URL is set); else 503 naming what is not."""
+the code's head, Redis answers (when REDIS_URL is set) and RabbitMQ does (when BROKER_URL
+is set); else 503 naming what is not (a URL's password never shown)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from broadcaster.bootstrap import Bootstrap
+from broadcaster.broker.rabbitmq import check_broker
 from broadcaster.errors import BroadcasterError
 from broadcaster.ops.readiness import check_schema
 
@@ -29,7 +31,7 @@ def _check(name: str, attempt: Any) -> tuple[str, str | None]:
     return name, None
 
 
-@router.get("/readyz", summary="Database (schema at head) and Redis reachable")
+@router.get("/readyz", summary="Database (schema at head), Redis and RabbitMQ reachable")
 def readyz(request: Request) -> JSONResponse:
     boot: Bootstrap = request.app.state.boot
     checks: dict[str, str] = {}
@@ -40,6 +42,10 @@ def readyz(request: Request) -> JSONResponse:
         checks[name] = error or "ok"
     else:
         checks["redis"] = "not configured (REDIS_URL unset): not checked"
+    broker_url = boot.settings.broker_url
+    if broker_url:  # unset: the messages go through the Redis checked above
+        name, error = _check("rabbitmq", lambda: check_broker(broker_url))
+        checks[name] = error or "ok"
     failing = [
         name
         for name, state in checks.items()
