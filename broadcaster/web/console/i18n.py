@@ -203,8 +203,9 @@ CATALOG: dict[str, tuple[str, str]] = {
     "schedule.staff_ids": ("发送员工 ID（每行一个）", "Staff ids (one per line)"),
     "schedule.send_at": ("发送时间", "Send at"),
     "schedule.send_at_help": (
-        "留空即立即发送；无时区的时间按 {tz} 理解。",
-        "Empty: now. A time without an offset is read in {tz}.",
+        "如 2026-12-12 20:00；留空即立即发送；无时区的时间按 {tz} 理解（也可写 +08:00）。",
+        "Like 2026-12-12 20:00; empty: now. A time without an offset is read in {tz} "
+        "(or add one, e.g. +08:00).",
     ),
     "schedule.expires_at": ("过期时间（可选）", "Expires at (optional)"),
     "schedule.corp_id": ("企业 ID（可选）", "Corp id (optional)"),
