@@ -37,12 +37,12 @@ def demo(
     """The whole thing on embedded defaults against the sandbox, in about a minute."""
     from broadcaster.ops.demo import run_demo
 
-    then = _console_after_demo(ctx.obj.console, web_port) if web else None
+    then = console_after_demo(ctx.obj.console, web_port) if web else None
     if not run_demo(ctx.obj.console, keep=keep, then=then):
         raise typer.Exit(code=1)
 
 
-def _console_after_demo(console: Any, port: int) -> Callable[[Any], None]:
+def console_after_demo(console: Any, port: int) -> Callable[[Any], None]:
     """Serve the console on the demo's data (its database, its Redis, its service still
     running) with a fresh write token, until SIGINT or SIGTERM."""
 
