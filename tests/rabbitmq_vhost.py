@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,13 +40,35 @@ def rabbitmqctl(*args: str) -> None:
 
 
 @contextmanager
-def vhost(prefix: str = "broadcaster_test") -> Iterator[str]:
-    """BROKER_URL for a fresh vhost, deleted (with its queues) on exit."""
+def vhost(prefix: str = "broadcaster_test", *, own_user: bool = False) -> Iterator[str]:
+    """BROKER_URL for a fresh vhost, deleted (with its queues) on exit. `own_user`: a user
+    of its own with a random password (so a test can look for the password in logs)."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    user = urlsplit(BASE_URL).username or "guest"
+    base = urlsplit(BASE_URL)
+    user, password = base.username or "guest", base.password or "guest"
     rabbitmqctl("add_vhost", name)
     try:
+        if own_user:
+            user, password = name, f"pw-{uuid.uuid4().hex}"
+            rabbitmqctl("add_user", user, password)
         rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
-        yield BASE_URL.rstrip("/") + "/" + name
+        where = f"{base.hostname}:{base.port or 5672}"
+        yield f"{base.scheme}://{user}:{password}@{where}/{name}"
     finally:
         rabbitmqctl("delete_vhost", name)
+        if own_user:
+            rabbitmqctl("delete_user", user)
+
+
+def restart_app(down_s: float) -> float:
+    """Stop the RabbitMQ application (the node stays up, durable queues and persistent
+    messages are kept) for `down_s`, then start it again, always; wait until it accepts
+    connections. Returns the seconds it was unreachable."""
+    started = time.monotonic()
+    try:
+        rabbitmqctl("stop_app")
+        time.sleep(down_s)
+    finally:
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+    return time.monotonic() - started

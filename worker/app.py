@@ -20,7 +20,11 @@ from dramatiq.middleware import Middleware
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.broker.liveness import HEARTBEAT_TIMEOUT_MS, Liveness
 from broadcaster.broker.messages import ACTOR_NAME, QUEUE_NAME
-from broadcaster.broker.rabbitmq import check_broker, make_rabbitmq_broker
+from broadcaster.broker.rabbitmq import (
+    bridge_dramatiq_logs,
+    check_broker,
+    make_rabbitmq_broker,
+)
 from broadcaster.errors import BroadcasterError, CredentialsRejected
 from broadcaster.ops.readiness import wait_for
 from broadcaster.process_metrics import TimedVendor, WorkerMetrics
@@ -152,6 +156,7 @@ def build_broker(
     later losses are Dramatiq's to reconnect), else Redis with its `Liveness`."""
     if settings.broker_url:
         url = settings.broker_url
+        bridge_dramatiq_logs(url)
         wait_for(lambda: check_broker(url), "broker", stop)
         return make_rabbitmq_broker(url, [BindJobContext()]), None
     # The broker gets a client (and connection pool) of its own: sharing the quota's cost

@@ -10,6 +10,7 @@ declaration of the same queues agrees), and every message is persistent.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -128,6 +129,48 @@ def make_rabbitmq_broker(url: str, middleware: list[Middleware]) -> RabbitmqBrok
     broker = RabbitmqBroker(url=url, middleware=middleware)
     broker.parameters = connection_parameters(url)
     return broker
+
+
+class DramatiqLogBridge(logging.Handler):
+    """Dramatiq's own log records (stdlib logging, no handler: Python printed them raw,
+    some over three lines) as one JSON line each. The connection errors its consumers
+    report while RabbitMQ is away say where (the password hidden), that the worker
+    reconnects by itself, and the fix; an ack lost with the connection is named for
+    what it costs (a redelivery, which the actor ignores). No traceback is printed."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(logging.WARNING)
+        self.where = redact_url(url)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage().splitlines()[0][:300]
+        except Exception:  # a record whose arguments do not format: its template
+            text = str(record.msg).splitlines()[0][:300]
+        if "connection error" in text and "post_process_message" not in text:
+            log.error(
+                "broker_unreachable",
+                error=f"RabbitMQ at {self.where} (BROKER_URL) is not usable: "
+                f"{text.partition(': ')[2] or text}; the worker reconnects by itself; "
+                "start RabbitMQ or fix BROKER_URL",
+            )
+        elif "post_process_message" in text or "Failed to ack" in text:
+            log.warning(
+                "ack_lost",
+                detail=text,
+                effect="RabbitMQ redelivers the message; its job is not sent twice",
+            )
+        else:
+            level = "error" if record.levelno >= logging.ERROR else "warning"
+            log.log(logging.getLevelName(level.upper()), "dramatiq", detail=text)
+
+
+def bridge_dramatiq_logs(url: str) -> None:
+    """Route the `dramatiq` logger through `DramatiqLogBridge` (idempotent)."""
+    logger = logging.getLogger("dramatiq")
+    if not any(isinstance(h, DramatiqLogBridge) for h in logger.handlers):
+        logger.addHandler(DramatiqLogBridge(url))
+    logger.propagate = False
 
 
 class _Confirms:
