@@ -389,6 +389,8 @@ def test_schedule_form_names_bad_fields_and_writes_good_jobs(
     assert bad.status_code == 422
     for field in ("send_at", "group_ids"):
         assert f'data-testid="error-{field}"' in bad.text, field
+    assert "请至少填写一个客户群 ID" in bad.text and "无法识别的时间" in bad.text
+    assert 'value="tomorrow"' in bad.text  # what was typed stays, to be fixed
     good = post(
         console,
         "/schedule",

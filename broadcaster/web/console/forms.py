@@ -38,14 +38,39 @@ PAYLOAD_FIELDS = {
 """The vendor body's fields, by the form field that fills them."""
 
 
+@dataclass(frozen=True)
+class FieldError:
+    """One refusal: the model's own words (`detail`), and where a common one has words in
+    the catalog, its key (`key`), so an operator reads it in their language."""
+
+    detail: str
+    key: str | None = None
+
+
+EMPTY = ("at least 1 item", "at least 1 character", "Field required")
+PLAIN_WORDS = {
+    "group_ids": "schedule.err.groups",
+    "staff_ids": "schedule.err.staff",
+    "name": "schedule.err.name",
+}
+"""A required field left empty, by the form field, in plain words."""
+
+
 @dataclass
 class ScheduleForm:
     values: dict[str, str] = field(default_factory=dict)
     urgent: bool = False
-    errors: dict[str, list[str]] = field(default_factory=dict)
+    errors: dict[str, list[FieldError]] = field(default_factory=dict)
 
-    def fail(self, name: str, message: str) -> None:
-        self.errors.setdefault(name if name in FIELDS else "form", []).append(message)
+    def fail(self, name: str, detail: str, key: str | None = None) -> None:
+        name = name if name in FIELDS else "form"
+        if key is None and name in PLAIN_WORDS and any(words in detail for words in EMPTY):
+            key = PLAIN_WORDS[name]
+        if key is None and "non-empty text or at least one attachment" in detail:
+            key = "schedule.err.text"
+        problems = self.errors.setdefault(name, [])
+        if FieldError(detail, key) not in problems:
+            problems.append(FieldError(detail, key))
 
 
 def _lines(text: str) -> list[str]:
@@ -81,7 +106,7 @@ def to_request(form: ScheduleForm, tz: str) -> BroadcastIn | None:
             try:
                 body[name] = parse_user_time(values[name], tz=tz).replace(tzinfo=UTC)
             except InvalidJob as exc:
-                form.fail(name, str(exc))
+                form.fail(name, str(exc), "schedule.err.time")
     try:
         request = BroadcastIn.model_validate(body)
     except ValidationError as exc:

@@ -221,7 +221,14 @@ CATALOG: dict[str, tuple[str, str]] = {
         "That dedupe key exists already: nothing new was created.",
     ),
     "schedule.open_job": ("查看任务 {id}", "Open job {id}"),
-    "schedule.required": ("必填", "required"),
+    "schedule.err.groups": ("请至少填写一个客户群 ID。", "Give at least one group id."),
+    "schedule.err.staff": ("请至少填写一个发送员工 ID。", "Give at least one staff id."),
+    "schedule.err.name": ("请填写消息名。", "Give the message a name."),
+    "schedule.err.text": ("正文和附件不能都为空。", "Write a text (or add an attachment)."),
+    "schedule.err.time": (
+        "无法识别的时间，请写成 2026-12-12 20:00 这样的格式。",
+        "This time cannot be read; write it like 2026-12-12 20:00.",
+    ),
     # import
     "import.title": ("导入任务", "Import jobs"),
     "import.help": (
