@@ -1,4 +1,4 @@
-"""Fixtures of the browser tests: one `broadcaster web` process for the session on a real
+"""Fixtures of the browser tests: one `broadcaster web` process for this package on a real
 SQLite database and a real Redis, its tokens made by `broadcaster tokens create`, and
 Debian's Chromium. Without Chromium (or Playwright) every test here skips, saying why."""
 
@@ -48,7 +48,7 @@ class Site:
         return self.console.base_url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     reason = why_no_browser()
     if reason is not None:
@@ -57,9 +57,9 @@ def browser() -> Iterator[Browser]:
         yield launched
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser_redis_url(redis_base_url: str) -> str:
-    """The tests' Redis database (BROADCASTER_TEST_REDIS_DB), emptied once for the session."""
+    """The tests' Redis database (BROADCASTER_TEST_REDIS_DB), emptied once for this package."""
     url = redis_base_url
     if url.startswith("redis://"):
         url = url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
@@ -69,7 +69,7 @@ def browser_redis_url(redis_base_url: str) -> str:
     return url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site(browser: Browser, sqlite_template: Path, browser_redis_url: str) -> Iterator[Site]:
     """`broadcaster web` on a fresh SQLite database, a write and a read-only token."""
     workdir = Path(tempfile.mkdtemp(prefix="broadcaster-browser-"))
