@@ -92,6 +92,17 @@ def redis_restart(r: Round) -> Hit:
     return Hit("redis_restart", time.time(), "redis-server killed and started empty")
 
 
+def rabbitmq_restart(r: Round) -> Hit:
+    """RabbitMQ's application stopped and started (the node stays up; durable queues and
+    persistent messages kept): the scheduler's batches in flight are handed back, the
+    workers' connections drop with their unacked messages, both reconnect. Rounds with
+    broker="rabbitmq" only; the app is always started again."""
+    from tests.rabbitmq_vhost import restart_app
+
+    down_s = restart_app(down_s=random.uniform(0.2, 1.5))
+    return Hit("rabbitmq_restart", time.time(), f"RabbitMQ unreachable for {down_s:.1f}s")
+
+
 def db_connection_loss(r: Round) -> Hit:
     """PostgreSQL: terminate every connection of the service. SQLite: a writer holds the
     database locked for a while, which the service must wait out."""
@@ -298,6 +309,7 @@ FAULTS: dict[str, Callable[[Round], Hit]] = {
         second_scheduler,
         redis_flushall,
         redis_restart,
+        rabbitmq_restart,
         db_connection_loss,
         db_restart,
         vendor_5xx,
@@ -312,6 +324,8 @@ FAULTS: dict[str, Callable[[Round], Hit]] = {
     )
 }
 REDIS_FAULTS = {"redis_flushall", "redis_restart"}
+RABBITMQ_FAULTS = {"rabbitmq_restart"}
+"""Faults only a round with broker="rabbitmq" can take."""
 LIST_FAULTS = {
     "list_refused": "list_refuse_errcode",
     "list_malformed": "list_malformed",

@@ -9,6 +9,7 @@ The round waits for that (with a deadline) before it checks."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import random
 import shutil
 import socket
@@ -41,6 +42,7 @@ from tests.chaos.faults import (
     lift_list_fault,
 )
 from tests.helpers import body
+from tests.rabbitmq_vhost import vhost
 from tests.system.harness import Process, Service
 
 SECRET = "chaos-secret-7f3a9c"
@@ -210,8 +212,17 @@ class Round:
         pg_base: str | None,
         jobs: int = 150,
         seed: int | None = None,
+        broker: str = "redis",
     ) -> None:
         self.number, self.kind, self.fault_names, self.jobs = number, kind, faults, jobs
+        self.broker = broker
+        self.resources = contextlib.ExitStack()
+        self.broker_url = ""
+        """BROKER_URL of the round's own RabbitMQ vhost and user (broker="rabbitmq")."""
+        if broker == "rabbitmq":
+            self.broker_url = self.resources.enter_context(
+                vhost("broadcaster_chaos", own_user=True)
+            )
         self.random = random.Random(seed)
         self.pg_server = (
             private_postgres() if kind == "postgresql" and "db_restart" in faults else None
@@ -255,6 +266,7 @@ class Round:
                 "SCHEDULER_SWEEP_INTERVAL_S": "0.5",
                 "SCHEDULER_POLL_INTERVAL_S": "0.1",
                 "LOG_LEVEL": "DEBUG",
+                **({"BROKER_URL": self.broker_url} if self.broker_url else {}),
             },
         )
         self.scheduler: Process
@@ -296,6 +308,7 @@ class Round:
             self.service.stop()
             self.sandbox.stop()
             self.redis.stop()
+            self.resources.close()
             self._mark("stopped", began)
         result = self._check(hits, time.time() - began)
         self.engine.dispose()
@@ -612,6 +625,8 @@ class Round:
     def _secret_violations(self) -> list[str]:
         lines = self.service.all_lines()
         secrets = [SECRET, *self.sandbox.state.issued_tokens]
+        if self.broker_url:  # the round's own RabbitMQ user's password
+            secrets.append(self.broker_url.split("@")[0].rsplit(":", 1)[1])
         leaked = [line for line in lines if any(s in line for s in secrets)]
         leaked += [
             line for line in lines if "access_token=" in line and "access_token=***" not in line

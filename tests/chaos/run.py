@@ -2,6 +2,10 @@
 SQLite and the sandbox, with faults at random moments, each checked against the promise.
 
     .venv/bin/python -m tests.chaos.run --rounds 50 [--db both] [--faults 2] [--seed 1]
+        [--broker rabbitmq]
+
+With `--broker rabbitmq` the jobs' messages go through the machine's RabbitMQ (a vhost and
+user of each round's own) and `rabbitmq_restart` joins the faults.
 
 Every fault is used in turn (then at random), so a run of at least 9 rounds (17 faults,
 2 a round) hits each one. The scheduler reconciles inside each round: jobs an ambiguous
@@ -21,13 +25,15 @@ from collections import Counter
 from dataclasses import asdict
 
 from broadcaster.ops.devservices import find_postgres
-from tests.chaos.faults import FAULTS
+from tests.chaos.faults import FAULTS, RABBITMQ_FAULTS
 from tests.chaos.round import Round, RoundResult
 
 
-def plan(rounds: int, per_round: int, rng: random.Random) -> list[list[str]]:
+def plan(rounds: int, per_round: int, rng: random.Random, broker: str = "redis") -> list[list[str]]:
     """Cycle through every fault first, then pick at random: full coverage in few rounds."""
-    names, queue, chosen = sorted(FAULTS), [], []
+    names = sorted(f for f in FAULTS if broker == "rabbitmq" or f not in RABBITMQ_FAULTS)
+    queue: list[str] = []
+    chosen = []
     for _ in range(rounds):
         faults: list[str] = []
         while len(faults) < per_round:
@@ -40,19 +46,28 @@ def plan(rounds: int, per_round: int, rng: random.Random) -> list[list[str]]:
     return chosen
 
 
-def run(rounds: int, kinds: list[str], per_round: int, seed: int, jobs: int) -> list[RoundResult]:
+def run(
+    rounds: int, kinds: list[str], per_round: int, seed: int, jobs: int, broker: str = "redis"
+) -> list[RoundResult]:
     rng = random.Random(seed)
     pg_base = find_postgres().url if "postgresql" in kinds else None
     results = []
-    for number, faults in enumerate(plan(rounds, per_round, rng), start=1):
+    for number, faults in enumerate(plan(rounds, per_round, rng, broker), start=1):
         kind = kinds[(number - 1) % len(kinds)]
         result = Round(
-            number, kind, faults, pg_base=pg_base, jobs=jobs, seed=rng.randrange(1 << 30)
+            number,
+            kind,
+            faults,
+            pg_base=pg_base,
+            jobs=jobs,
+            seed=rng.randrange(1 << 30),
+            broker=broker,
         ).run()
         results.append(result)
         verdict = "ok" if not result.violations else "BROKEN: " + "; ".join(result.violations)
         print(
-            f"round {number:3d} {kind:10s} {','.join(faults):45s} sent {result.sent:3d} "
+            f"round {number:3d} {kind + ('+rmq' if broker == 'rabbitmq' else ''):14s} "
+            f"{','.join(faults):45s} sent {result.sent:3d} "
             f"unknown {result.unknown:2d} failed {result.failed:2d} dup {result.duplicates} "
             f"lost {result.lost} reconciled {result.found} found/{result.resent} resent "
             f"errors {result.errors} {result.seconds:5.1f}s  {verdict}",
@@ -99,10 +114,16 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=150, help="jobs per round")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--broker",
+        choices=["redis", "rabbitmq"],
+        default="redis",
+        help="what carries the jobs' messages (rabbitmq: the machine's, a vhost per round)",
+    )
     args = parser.parse_args()
     kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     print(f"seed {args.seed}", flush=True)
-    results = run(args.rounds, kinds, args.faults, args.seed, args.jobs)
+    results = run(args.rounds, kinds, args.faults, args.seed, args.jobs, args.broker)
     report = summary(results)
     print(json.dumps(report, indent=2))
     if args.json:

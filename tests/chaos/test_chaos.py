@@ -9,6 +9,7 @@ import pytest
 
 from broadcaster.ops.devservices import find_postgres
 from tests.chaos.round import Round
+from tests.rabbitmq_vhost import unavailable
 
 ROUNDS = [
     ("sqlite", ["kill9_worker", "redis_flushall", "malformed_rows", "list_slow"]),
@@ -34,3 +35,21 @@ def test_a_chaos_round_keeps_the_promise(kind: str, faults: list[str]) -> None:
         assert result.found >= 1, result
     if "vendor_5xx" in faults:
         assert result.resent >= 1, result
+
+
+def test_a_chaos_round_over_rabbitmq_keeps_the_promise() -> None:
+    """The jobs' messages on RabbitMQ: its app restarted under the service (batches in
+    flight handed back, unacked messages redelivered), and a worker and the scheduler
+    killed; nothing lost, nothing sent twice."""
+    if unavailable():
+        pytest.skip(unavailable() or "")
+    pg = find_postgres().url
+    if pg is None:
+        pytest.skip("no PostgreSQL")
+    faults = ["kill9_worker", "rabbitmq_restart", "kill9_scheduler"]  # in this order
+    result = Round(0, "postgresql", faults, pg_base=pg, jobs=120, seed=7, broker="rabbitmq").run()
+    assert result.violations == [], result
+    assert {hit.fault for hit in result.faults} == set(faults)
+    assert [hit.fault for hit in result.faults if not hit.proved] == []
+    assert result.lost == 0 and result.duplicates == 0
+    print("\n" + "\n".join(f"{hit.fault}: {hit.evidence}" for hit in result.faults))
