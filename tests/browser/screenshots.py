@@ -157,10 +157,9 @@ def main() -> None:
             form.locator("[name=text]").fill("周末特惠，限时两小时")
             form.locator("[name=staff_ids]").fill("staff-1")
             form.locator("[name=group_ids]").fill("group-1\ngroup-2")
-            form.locator("[name=send_at]").fill("2030-12-12T20:00")
-            form.locator("[name=expires_at]").fill("2030-12-12T08:00")
+            form.locator("[name=send_at]").fill("下周二晚上八点")
             form.locator("[type=submit]").click()
-            page.get_by_test_id("error-expires_at").wait_for()
+            page.get_by_test_id("error-send_at").wait_for()
             shots.take("schedule")
             page.goto("/import")
             page.get_by_test_id("import-file").set_input_files(
