@@ -480,3 +480,21 @@ def test_the_overview_never_waits_for_the_first_count(
         if 'data-testid="counting"' in first.text:  # the read had not finished yet
             assert 'data-testid="campaign-双十二"' not in first.text
         wait_until(lambda: 'data-testid="campaign-双十二"' in client.get("/partials/overview").text)
+
+
+def test_campaign_bars_put_work_left_first() -> None:
+    from broadcaster.web.console.views import campaigns_from_figures
+    from broadcaster.web.metrics import Figures
+
+    figures = Figures(
+        jobs=[
+            ("c", "a-done", "sent", 5),
+            ("c", "b-busy", "sent", 1),
+            ("c", "b-busy", "scheduled", 2),
+            ("c", "", "unknown", 1),
+        ],
+        delivery=[("c", "a-done", "completed", 4)],
+    )
+    bars = campaigns_from_figures(figures)
+    assert [bar.name for bar in bars] == ["b-busy", "", "a-done"]
+    assert bars[0].total == 3 and bars[2].by_delivery == {"completed": 4}

@@ -92,6 +92,10 @@ CATALOG: dict[str, tuple[str, str]] = {
         "The campaign counts cannot be read now (the database did not answer); retrying.",
     ),
     "overview.no_campaign_name": ("（无活动名）", "(no campaign)"),
+    "overview.more_campaigns": (
+        "另有 {n} 个活动未列出（尚有任务未完成的排在前面）。",
+        "{n} more campaigns not listed (those with work left come first).",
+    ),
     "overview.delivery": ("送达", "Delivery"),
     # campaign page
     "campaign.title": ("活动", "Campaign"),

@@ -27,6 +27,8 @@ from broadcaster.web.problems import Problem
 router = APIRouter(include_in_schema=False)
 Viewer = Annotated[Session, Depends(viewer)]
 MAX_ID = 2**63 - 1
+MAX_BARS = 50
+"""Campaigns on the overview, those with work left first: it refreshes every 3 s."""
 DELIVERY_FILTERS = ("untracked", "waiting", "completed", "failed", "canceled", "create_failed")
 
 
@@ -58,8 +60,9 @@ def _after(request: Request) -> int | None:
 def _overview_values(request: Request) -> dict[str, Any]:
     boot = boot_of(request)
     figures, age = _figures(request)
-    bars = views.campaigns_from_figures(figures)
-    seen = {corp for bar in bars for corp in bar.corps} - {"(default)"}
+    every_bar = views.campaigns_from_figures(figures)
+    bars = every_bar[:MAX_BARS]
+    seen = {corp for bar in every_bar for corp in bar.corps} - {"(default)"}
     quota, quota_problem = views.quota_of(boot, seen)
     now = utcnow()
     recent = views.recent(boot.store, now)
@@ -72,6 +75,7 @@ def _overview_values(request: Request) -> dict[str, Any]:
     }
     return {
         "bars": bars,
+        "bars_left_out": len(every_bar) - len(bars),
         "figures_age": age,
         "figures_ok": figures.table_ok,
         "quota": quota,

@@ -62,6 +62,10 @@ class Progress:
         odd = sorted(s for s in self.by_status if s not in STATUS_ORDER and self.by_status[s])
         return [(s, self.by_status[s], 100.0 * self.by_status[s] / total) for s in known + odd]
 
+    def pending(self) -> int:
+        """Jobs still to be sent, or waiting for an operator: what makes a bar worth a look."""
+        return sum(self.count(s) for s in ("scheduled", "queued", "sending", "unknown"))
+
     def done_share(self) -> float:
         settled = sum(self.count(s) for s in ("sent", "failed", "cancelled", "expired"))
         return 100.0 * settled / self.total if self.total else 0.0
@@ -77,7 +81,7 @@ def campaigns_from_figures(figures: Figures) -> list[Progress]:
     for _corp, campaign, state, n in figures.delivery:
         bar = found.setdefault(campaign, Progress(campaign))
         bar.by_delivery[state] = bar.by_delivery.get(state, 0) + n
-    return sorted(found.values(), key=lambda bar: (bar.name == "", bar.name))
+    return sorted(found.values(), key=lambda bar: (not bar.pending(), bar.name == "", bar.name))
 
 
 def campaign_progress(store: JobStore, name: str, figures: Figures | None) -> Progress | None:
