@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.jobs.states import JobStatus
-from broadcaster.jobs.tables import jobs
+from broadcaster.jobs.tables import attempts, jobs
 from broadcaster.produce.api import schedule_broadcast
+from broadcaster.timeutil import utcnow
 from broadcaster.web.app import create_app
 from broadcaster.web.console.session import COOKIE
 from broadcaster.web.tokens import TokenStore
@@ -304,6 +305,20 @@ def test_every_page_renders(
     assert 'data-scheduled="2"' in progress.text
     job = console.get(f"/jobs/{campaign[0]}")
     assert '<span class="badge s-scheduled" data-testid="job-status">scheduled</span>' in job.text
+    with boot.engine.begin() as connection:
+        connection.execute(
+            insert(attempts).values(
+                job_id=campaign[2],
+                attempt_no=1,
+                started_at=utcnow(),
+                duration_ms=2003,
+                outcome="ambiguous",
+                errcode=None,
+                error="no complete answer within the call's 2 s",
+            )
+        )
+    sent = console.get(f"/jobs/{campaign[2]}", headers={"Accept-Language": "zh"}).text
+    assert sent.count('data-testid="attempt"') == 1 and "结果不明" in sent and "2003" in sent
     for missing in ["/jobs/999999", "/jobs/abc", "/campaigns/no-such"]:
         answer = console.get(missing)
         assert answer.status_code == 404 and 'data-testid="not-found"' in answer.text

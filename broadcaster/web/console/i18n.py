@@ -58,6 +58,18 @@ CATALOG: dict[str, tuple[str, str]] = {
     "delivery.create_failed": ("创建失败", "create failed"),
     "delivery.none": ("未找到任务", "no mission found"),
     "delivery.other": ("其他", "other"),
+    # attempt outcomes (broadcast_attempts.outcome)
+    "outcome.sent": ("成功", "sent"),
+    "outcome.rejected": ("被拒绝", "rejected"),
+    "outcome.ambiguous": ("结果不明", "ambiguous"),
+    "outcome.not_sent": ("未发出", "not sent"),
+    "outcome.token": ("令牌被拒", "token refused"),
+    "outcome.busy": ("并发超限", "too many in flight"),
+    "outcome.blocked": ("被限流", "blocked"),
+    "outcome.throttled": ("请求过多", "throttled"),
+    "outcome.credentials": ("凭证错误", "credentials refused"),
+    "outcome.found": ("对账：已找到", "reconcile: found"),
+    "outcome.absent": ("对账：未找到", "reconcile: absent"),
     # overview
     "overview.title": ("概览", "Overview"),
     "overview.quota": ("配额", "Quota"),
@@ -295,6 +307,11 @@ def status_label(lang: str, status: str) -> str:
     """A job status in words; an unknown value (a producer's odd row) as it is."""
     key = f"status.{status}"
     return text(lang, key) if key in CATALOG else status
+
+
+def outcome_label(lang: str, outcome: str) -> str:
+    key = f"outcome.{outcome}"
+    return text(lang, key) if key in CATALOG else outcome
 
 
 def delivery_label(lang: str, state: str | None) -> str:
