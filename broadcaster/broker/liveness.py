@@ -18,6 +18,10 @@ dead. A message requeued from a worker that was only slow is a harmless duplicat
 actor re-reads the job and only the compare-and-set that moves it `queued` -> `sending`
 calls the vendor. A job already `sending` when its worker died is ignored on redelivery;
 the sweep settles it (`unknown`).
+
+Redis only. With BROKER_URL (RabbitMQ) no `Liveness` runs: RabbitMQ returns a consumer's
+unacked messages to the queue the moment its connection drops (a killed worker), in their
+place, and a worker's connection that goes silent is closed by the server's heartbeats.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from broadcaster.jobs.store import JobStore
 from broadcaster.settings import load_settings
 from scheduler.service import SchedulerService
 from tests.conftest import make_settings
-from tests.helpers import body
+from tests.helpers import body, wait_until
 from tests.rabbitmq_vhost import unavailable, vhost
 
 NOW = datetime(2026, 12, 1, 1, 0, 0)
@@ -186,3 +186,29 @@ def test_readyz_checks_rabbitmq_and_names_it_when_unreachable(
             assert answer.json()["detail"] == "not ready: rabbitmq"
             assert "connection refused" in answer.json()["checks"]["rabbitmq"]
             assert SECRET not in answer.text and "amqp://guest:***@127.0.0.1:1/" in answer.text
+
+
+@SQLITE
+def test_a_connection_rabbitmq_dropped_while_idle_is_reopened_before_publishing(
+    amqp_url: str, channel, store: JobStore
+) -> None:
+    """A scheduler with nothing due for a while: RabbitMQ closes its silent connection
+    (missed heartbeats); the next batch goes out on a new one, nothing handed back."""
+    vhost_name = amqp_url.rsplit("/", 1)[1]
+    service = scheduler(store, amqp_url + "?heartbeat=1")
+    service.dispatcher.connect()  # type: ignore[attr-defined]
+
+    def dispatcher_connections() -> int:
+        listed = subprocess.run(
+            ["rabbitmqctl", "-q", "list_connections", "-p", vhost_name, "client_properties"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return listed.count("pika")
+
+    assert dispatcher_connections() == 2  # the dispatcher's and the test's own channel
+    wait_until(lambda: dispatcher_connections() == 1, timeout=20, every=0.5)
+    ids = schedule_many([{"payload": body(), "send_at": NOW}] * 3, store=store).job_ids
+    assert service.tick().enqueued == 3
+    assert sorted(queued_ids(channel)) == ids
