@@ -51,7 +51,13 @@ from broadcaster.db import USER_LOCKS
 from broadcaster.errors import JobStoreError
 from broadcaster.jobs.screening import read_time
 from broadcaster.jobs.states import JobStatus
-from broadcaster.jobs.store.base import ClaimedJob, ClaimResult, move_jobs, storable_text
+from broadcaster.jobs.store.base import (
+    ClaimedJob,
+    ClaimResult,
+    move_jobs,
+    storable_text,
+    update_count,
+)
 from broadcaster.jobs.tables import due_at, group_sends, jobs
 
 log = structlog.get_logger("broadcaster.campaigns")
@@ -77,7 +83,8 @@ def hold_quiet(
             where.append(corp.in_(hold.corps))
         elif hold.exclude:
             where.append(corp.not_in(hold.exclude))
-        held += connection.execute(
+        held += update_count(
+            connection,
             update(jobs)
             .where(*where)
             .values(
@@ -85,8 +92,8 @@ def hold_quiet(
                 held_until=hold.until,
                 held_reason=hold.reason,
                 updated_at=now,
-            )
-        ).rowcount
+            ),
+        )
     if held:
         log.info("jobs_held", count=held, reason="quiet hours")
     return held

@@ -26,6 +26,8 @@ LATENESS_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0)
 def _seconds_between(later: Any, earlier: Any, dialect: str) -> ColumnElement[Any]:
     if dialect == "sqlite":
         return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+    if dialect == "mysql":  # no interval arithmetic on DATETIME
+        return func.timestampdiff(literal_column("MICROSECOND"), earlier, later) / 1e6
     return func.extract("epoch", later - earlier)
 
 

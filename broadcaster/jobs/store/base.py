@@ -93,7 +93,7 @@ def move_jobs(now: datetime, *where: ColumnElement[bool], **values: Any) -> Upda
 def expire_jobs(connection: Connection, now: datetime, *where: ColumnElement[bool]) -> int:
     """Move the jobs matching `where` to `expired`; returns how many moved."""
     statement = move_jobs(now, *where, status=JobStatus.EXPIRED, last_error=EXPIRED_REASON)
-    return connection.execute(statement).rowcount
+    return update_count(connection, statement)
 
 
 def update_returning(
@@ -102,14 +102,55 @@ def update_returning(
     """`statement … RETURNING columns` (an UPDATE of `broadcast_jobs`), on every database.
 
     MySQL and MariaDB have no UPDATE … RETURNING: the rows are locked and their ids read
-    first (SELECT … FOR UPDATE), updated by id, then read back, all in the caller's
+    first (`lock_matching`), updated by id, then read back, all in the caller's
     transaction, so no other writer can change them in between."""
     if connection.dialect.name != "mysql":
         return list(connection.execute(statement.returning(*columns)).all())
-    where = statement.whereclause
-    locking = select(jobs.c.id).with_for_update()
-    ids = list(connection.execute(locking if where is None else locking.where(where)).scalars())
+    ids = lock_matching(connection, statement.whereclause)
     return read_back(connection, statement, ids, *columns)
+
+
+def update_count(connection: Connection, statement: Update) -> int:
+    """Run an UPDATE of `broadcast_jobs` whose WHERE is not by id; how many rows it moved.
+    On MySQL through `lock_matching`, then by primary key."""
+    if connection.dialect.name != "mysql":
+        return int(connection.execute(statement).rowcount)
+    ids = lock_matching(connection, statement.whereclause)
+    if not ids:
+        return 0
+    return int(connection.execute(by_primary_key(statement, ids)).rowcount)
+
+
+def lock_matching(connection: Connection, where: ColumnElement[bool] | None) -> list[int]:
+    """MySQL: the ids of the rows matching `where`, locked through the primary key only.
+
+    A locking read or an UPDATE that InnoDB runs through a secondary index locks that
+    index's entries, then waits for the row; a worker holding the row (its compare-and-set
+    by id) then waits for those entries to change its status: a deadlock (seen with the
+    recovery sweep's expiry and `broadcaster run`). So the candidates are read without
+    locks (a consistent read), then locked by id, ascending, each rechecked."""
+    candidates = select(jobs.c.id) if where is None else select(jobs.c.id).where(where)
+    ids = list(connection.execute(candidates).scalars())
+    if not ids:
+        return []
+    locking = (
+        select(jobs.c.id)
+        .where(jobs.c.id.in_(ids))
+        .with_hint(jobs, "FORCE INDEX (PRIMARY)", "mysql")
+        .order_by(jobs.c.id)
+        .with_for_update()
+    )
+    if where is not None:
+        locking = locking.where(where)
+    return list(connection.execute(locking).scalars())
+
+
+def by_primary_key(statement: Update, ids: list[int]) -> Update:
+    """`statement` on the rows `ids` only, found by primary key (MySQL: by no other index,
+    see `lock_matching`)."""
+    return statement.where(jobs.c.id.in_(ids)).with_hint(
+        "FORCE INDEX (PRIMARY)", dialect_name="mysql"
+    )
 
 
 def read_back(
@@ -118,7 +159,7 @@ def read_back(
     """MySQL: run `statement` on the (locked) rows `ids`, then read `columns` of them."""
     if not ids:
         return []
-    connection.execute(statement.where(jobs.c.id.in_(ids)))
+    connection.execute(by_primary_key(statement, ids))
     return list(
         connection.execute(select(*columns).where(jobs.c.id.in_(ids)).order_by(jobs.c.id)).all()
     )

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, Connection, Row, and_, func, select
 
 from broadcaster.errors import JobNotFound, StateConflict
 from broadcaster.jobs.states import CANCELLABLE_STATUSES, JobStatus
-from broadcaster.jobs.store.base import StoreBase, move_jobs
+from broadcaster.jobs.store.base import StoreBase, move_jobs, update_count
 from broadcaster.jobs.tables import attempts, jobs
 
 
@@ -141,4 +141,4 @@ def _cancel(connection: Connection, now: datetime, where: ColumnElement[bool]) -
     statement = move_jobs(
         now, where, jobs.c.status.in_(list(CANCELLABLE_STATUSES)), status=JobStatus.CANCELLED
     )
-    return connection.execute(statement).rowcount
+    return update_count(connection, statement)
