@@ -113,14 +113,13 @@ def timed(count: int, work: Callable[[], None]) -> float:
 
 
 def enqueue_rows(url: str, client: redis.Redis, messages: int, per_message: int) -> list[dict]:
-    bodies = [send_broadcast_message(i).encode() for i in range(messages)]
     batches = [list(range(i, min(i + BATCH, messages))) for i in range(0, messages, BATCH)]
     rows = []
 
     def raw() -> None:
         publisher = RawPublisher(url)
         for batch in batches:
-            publisher.publish([bodies[i] for i in batch])
+            publisher.publish([send_broadcast_message(i).encode() for i in batch])
         publisher.close()
 
     def ours() -> None:
