@@ -2,10 +2,11 @@
 due rows to the broker, against a raw `FOR UPDATE SKIP LOCKED` batch loop in the same run,
 and the last ÷ first chunk rate while finished rows pile up in the table.
 
-    .venv/bin/python -m bench.claim [--quick]
+    .venv/bin/python -m bench.claim [--quick] [--db postgresql,sqlite,mariadb]
 
-Full: 1M due rows behind 5M finished ones on PostgreSQL, 200k on SQLite.
-Quick: 50k behind 200k on PostgreSQL, 20k on SQLite.
+Full: 1M due rows behind 5M finished ones on PostgreSQL, 200k on SQLite, 200k behind 2M
+on MariaDB. Quick: 50k behind 200k on PostgreSQL, 20k on SQLite, 10k behind 100k on
+MariaDB (skipped, saying so, when no MariaDB/MySQL server answers).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import time
 from datetime import datetime
 
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, bindparam, text
 
-from bench.common import fresh_database, redis_url, table
+from bench.common import fresh_database, has_mariadb, redis_url, table
 from broadcaster.broker.dispatch import Dispatcher, make_broker
 from broadcaster.db import make_engine
 from broadcaster.jobs.store import JobStore
@@ -27,6 +28,9 @@ PAYLOAD = (
     '"create_staff_ext_id":"s","text":"t"}'
 )
 NOW = datetime(2026, 12, 1)
+DIGITS = "(SELECT 0 UNION ALL " + " UNION ALL ".join(f"SELECT {d}" for d in range(1, 10)) + ")"
+MYSQL_ROWS = ", ".join(f"{DIGITS} AS d{n}" for n in range(6))
+"""A million rows from nothing on MySQL and MariaDB (MySQL caps recursive CTEs at 1000)."""
 
 
 def fill(engine: Engine, due: int, finished: int) -> None:
@@ -45,6 +49,14 @@ def fill(engine: Engine, due: int, finished: int) -> None:
                         ),
                         {"p": PAYLOAD, "s": status, "n": step},
                     )
+                elif engine.dialect.name == "mysql":
+                    connection.execute(
+                        text(
+                            "INSERT INTO broadcast_jobs (corp_id, payload, send_at, status) "
+                            f"SELECT 'corp-a', :p, '2026-11-30', :s FROM {MYSQL_ROWS} LIMIT :n"
+                        ),
+                        {"p": PAYLOAD, "s": status, "n": step},
+                    )
                 else:
                     connection.execute(
                         text(
@@ -58,6 +70,9 @@ def fill(engine: Engine, due: int, finished: int) -> None:
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("VACUUM ANALYZE broadcast_jobs"))
+    elif engine.dialect.name == "mysql":
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE TABLE broadcast_jobs"))
 
 
 def ours(engine: Engine, client: redis.Redis, total: int, chunks: int) -> list[float]:
@@ -74,6 +89,8 @@ def ours(engine: Engine, client: redis.Redis, total: int, chunks: int) -> list[f
 
 def raw(engine: Engine, client: redis.Redis, total: int, chunks: int) -> list[float]:
     """The least a claimer can do: one UPDATE … SKIP LOCKED … RETURNING, one LPUSH."""
+    if engine.dialect.name == "mysql":
+        return raw_mysql(engine, client, total, chunks)
     skip = "FOR UPDATE SKIP LOCKED" if engine.dialect.name == "postgresql" else ""
     statement = text(
         "UPDATE broadcast_jobs SET status = 'queued' WHERE id IN (SELECT id FROM broadcast_jobs "
@@ -83,6 +100,29 @@ def raw(engine: Engine, client: redis.Redis, total: int, chunks: int) -> list[fl
     def batch() -> int:
         with engine.begin() as connection:
             ids = connection.execute(statement, {"now": NOW}).scalars().all()
+        if ids:
+            client.lpush("bench:raw", *ids)
+        return len(ids)
+
+    return _chunked(total, chunks, batch, engine)
+
+
+def raw_mysql(engine: Engine, client: redis.Redis, total: int, chunks: int) -> list[float]:
+    """MySQL has no UPDATE … RETURNING: SELECT … FOR UPDATE SKIP LOCKED, UPDATE by id,
+    one LPUSH, in one transaction (its status index is the one it reads)."""
+    pick = text(
+        "SELECT id FROM broadcast_jobs WHERE status = 'scheduled' AND send_at <= :now "
+        "LIMIT 500 FOR UPDATE SKIP LOCKED"
+    )
+    move = text("UPDATE broadcast_jobs SET status = 'queued' WHERE id IN :ids").bindparams(
+        bindparam("ids", expanding=True)
+    )
+
+    def batch() -> int:
+        with engine.begin() as connection:
+            ids = connection.execute(pick, {"now": NOW}).scalars().all()
+            if ids:
+                connection.execute(move, {"ids": list(ids)})
         if ids:
             client.lpush("bench:raw", *ids)
         return len(ids)
@@ -139,12 +179,22 @@ def measure(kind: str, due: int, finished: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--db", default="postgresql,sqlite,mariadb", help="comma-separated")
     args = parser.parse_args()
-    plan = (
-        [("postgresql", 50_000, 200_000), ("sqlite", 20_000, 0)]
+    sizes = (
+        {"postgresql": (50_000, 200_000), "sqlite": (20_000, 0), "mariadb": (10_000, 100_000)}
         if args.quick
-        else [("postgresql", 1_000_000, 5_000_000), ("sqlite", 200_000, 0)]
+        else {
+            "postgresql": (1_000_000, 5_000_000),
+            "sqlite": (200_000, 0),
+            "mariadb": (200_000, 2_000_000),
+        }
     )
+    wanted = args.db.split(",")
+    if "mariadb" in wanted and not has_mariadb():
+        print("mariadb: skipped, no MariaDB/MySQL server (set BENCH_MYSQL_URL)")
+        wanted.remove("mariadb")
+    plan = [(kind, *sizes[kind]) for kind in wanted]
     rows = []
     for kind, due, finished in plan:
         print(f"{kind}: {due} due rows behind {finished} finished, A B A B …", flush=True)

@@ -20,7 +20,7 @@ from broadcaster import migrate
 from broadcaster.bootstrap import Bootstrap
 from broadcaster.db import make_engine
 from broadcaster.jobs.store import JobStore
-from broadcaster.ops.devservices import find_postgres, find_redis
+from broadcaster.ops.devservices import find_mariadb, find_postgres, find_redis
 from broadcaster.settings import load_settings
 from broadcaster.vendor.sandbox import SandboxServer
 
@@ -34,6 +34,8 @@ BENCH_DB = os.environ.get("BENCH_PG_DB", "broadcaster_bench")
 """BENCH_PG_DB and BENCH_REDIS_DB keep benchmarks run at once on a shared machine apart
 (each flushes its Redis database and drops its PostgreSQL one)."""
 BENCH_REDIS_DB = os.environ.get("BENCH_REDIS_DB", "5")
+BENCH_MY_DB = os.environ.get("BENCH_MY_DB", "broadcaster_bench_my")
+"""The MariaDB/MySQL database (BENCH_MYSQL_URL, else MYSQL_TEST_URL or 127.0.0.1:3306)."""
 
 
 def redis_url() -> str:
@@ -46,11 +48,14 @@ def redis_url() -> str:
 
 
 def fresh_database(kind: str, name: str = BENCH_DB) -> str:
-    """An empty migrated database: PostgreSQL `name` (dropped first), or a temp SQLite
-    file. A bench that may run beside the others passes a name of its own."""
+    """An empty migrated database: PostgreSQL `name` (dropped first), MariaDB `BENCH_MY_DB`
+    (or `name`_my), or a temp SQLite file. A bench that may run beside the others passes a
+    name of its own."""
     if kind == "sqlite":
         path = Path(tempfile.mkdtemp(prefix="broadcaster-bench-")) / "bench.db"
         url = f"sqlite:///{path}"
+    elif kind == "mariadb":
+        url = _fresh_mariadb(BENCH_MY_DB if name == BENCH_DB else f"{name}_my")
     else:
         base = os.environ.get("BENCH_PG_URL") or find_postgres().url
         if base is None:
@@ -65,6 +70,23 @@ def fresh_database(kind: str, name: str = BENCH_DB) -> str:
     migrate.upgrade(engine)
     engine.dispose()
     return url
+
+
+def has_mariadb() -> bool:
+    """Whether a MariaDB/MySQL server answers (the benchmarks skip it, saying so, if not)."""
+    return bool(os.environ.get("BENCH_MYSQL_URL") or find_mariadb().url)
+
+
+def _fresh_mariadb(name: str) -> str:
+    base = os.environ.get("BENCH_MYSQL_URL") or find_mariadb().url
+    if base is None:
+        raise SystemExit("no MariaDB/MySQL: set BENCH_MYSQL_URL")
+    admin = make_engine(base)
+    with admin.begin() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        connection.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    admin.dispose()
+    return make_url(base).set(database=name).render_as_string(hide_password=False)
 
 
 def store_for(db: str, default_corp: str | None = "corp-a") -> JobStore:

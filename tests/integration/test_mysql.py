@@ -204,3 +204,23 @@ def test_metrics_read_call_durations_and_lateness_in_seconds(my_engine: Engine) 
     *below, count, total = totals.late
     assert count == 1 and total == pytest.approx(0.3)
     assert below == [1 if bound >= 0.3 else 0 for bound in LATENESS_BUCKETS_S]
+
+
+def test_an_import_line_mysql_refuses_costs_only_its_own_line(
+    my_engine: Engine, tmp_path: Path
+) -> None:
+    """A dedupe_key past MySQL's VARCHAR(768) (an index entry is at most 3072 bytes) is
+    refused by the database, not cut short: the batch is retried line by line."""
+    from broadcaster.produce.importer import import_file
+
+    lines = [
+        {"payload": body(), "send_at": "2030-12-12T12:00:00Z", "dedupe_key": key}
+        for key in ("k-1", "k" * 769, "k-3", "k-1")
+    ]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
+    store = JobStore(my_engine, default_corp="corp-a")
+    report = import_file(path, store, tz="UTC")
+    assert (report.inserted, report.duplicates) == (2, 1)
+    [(line, reason)] = report.rejected
+    assert line == 2 and "Data too long for column 'dedupe_key'" in reason, reason

@@ -28,9 +28,9 @@ from broadcaster.jobs.store.base import (
     ClaimResult,
     RecoveryResult,
     StoreBase,
+    by_primary_key,
     expire_jobs,
     move_jobs,
-    read_back,
     storable_text,
     update_returning,
 )
@@ -105,8 +105,12 @@ class ClaimStore(StoreBase):
         """Lock the picked rows (`FOR UPDATE SKIP LOCKED`: two schedulers never take one
         row, nor wait on each other) and move them, in the caller's transaction."""
         if connection.dialect.name == "mysql":  # no UPDATE … RETURNING, nor an UPDATE
-            ids = list(connection.execute(picked).scalars())  # reading its own table
-            return read_back(connection, claim, ids, *read)
+            # reading its own table: the locking read reads the columns too (the UPDATE
+            # changes none of them), then the rows move by primary key
+            rows = list(connection.execute(picked.with_only_columns(*read)).all())
+            if rows:
+                connection.execute(by_primary_key(claim, [row.id for row in rows]))
+            return rows
         # Materialised: inlined into `id IN (…)`, PostgreSQL may run the LIMIT subquery
         # more than once and claim more than `limit` rows (seen in the queue-cap test).
         chosen = picked.cte("picked").prefix_with("MATERIALIZED")
