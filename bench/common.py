@@ -34,8 +34,9 @@ BENCH_DB = os.environ.get("BENCH_PG_DB", "broadcaster_bench")
 """BENCH_PG_DB and BENCH_REDIS_DB keep benchmarks run at once on a shared machine apart
 (each flushes its Redis database and drops its PostgreSQL one)."""
 BENCH_REDIS_DB = os.environ.get("BENCH_REDIS_DB", "5")
-BENCH_MY_DB = os.environ.get("BENCH_MY_DB", "broadcaster_bench_my")
-"""The MariaDB/MySQL database (BENCH_MYSQL_URL, else MYSQL_TEST_URL or 127.0.0.1:3306)."""
+BENCH_MY_DB = os.environ.get("BENCH_MY_DB", f"{BENCH_DB}_my")
+"""The MariaDB/MySQL database (on BENCH_MYSQL_URL, else MYSQL_TEST_URL or 127.0.0.1:3306);
+by default named after BENCH_PG_DB, so benchmarks kept apart there are here too."""
 
 
 def redis_url() -> str:
