@@ -280,13 +280,25 @@ def test_stored_text_is_escaped_everywhere(
 def test_every_page_renders(
     console: TestClient, tokens: Tokens, boot: Bootstrap, campaign: list[int]
 ) -> None:
-    set_status(boot, campaign[2], JobStatus.SENT, delivery_status="completed")
+    set_status(
+        boot,
+        campaign[2],
+        JobStatus.SENT,
+        delivery_status="completed",
+        delivery_staff_confirmed=1,
+        delivery_staff_total=2,
+        delivery_groups_reached=3,
+        delivery_groups_unreached=1,
+    )
     login(console, tokens.read)
     overview = console.get("/")
     assert overview.status_code == 200
     bar = re.search(r'data-testid="campaign-双十二"[^>]*', overview.text)
     assert bar is not None and 'data-total="3"' in bar.group() and 'data-sent="1"' in bar.group()
     assert 'hx-get="/partials/overview"' in overview.text and "<svg" in overview.text
+    reach = re.search(r'data-testid="reach-双十二"[^>]*', overview.text)
+    assert reach is not None and 'data-confirmed="1" data-staff="2"' in reach.group()
+    assert 'data-reached="3" data-unreached="1"' in reach.group()
     assert "/static/htmx.min.js" in overview.text and "cdn" not in overview.text.lower()
     assert "frame-ancestors 'none'" in overview.headers["content-security-policy"]
     assert "script-src 'self';" in overview.headers["content-security-policy"]

@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from broadcaster.web.config import WebSettings
 from broadcaster.web.console import actions, guard, login, pages
 from broadcaster.web.console.context import STATIC
+from broadcaster.web.console.delivery import DeliveryTotals
 from broadcaster.web.console.session import Sessions
 
 
@@ -23,6 +24,7 @@ def install(app: FastAPI, web: WebSettings) -> None:
     app.state.console_sessions = Sessions(
         boot.engine, key, trust_forwarded_proto=web.trust_forwarded_proto
     )
+    app.state.console_delivery = DeliveryTotals.every(lambda: boot.store, web.metrics_cache_s)
     guard.install(app)
     app.include_router(login.router)
     app.include_router(actions.router)

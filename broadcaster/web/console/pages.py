@@ -78,6 +78,7 @@ def _overview_values(request: Request) -> dict[str, Any]:
         "bars_left_out": len(every_bar) - len(bars),
         "figures_age": age,
         "figures_ok": figures.table_ok,
+        "reach": request.app.state.console_delivery.by_campaign(),
         "quota": quota,
         "quota_problem": quota_problem,
         "recent": recent,
