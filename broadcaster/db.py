@@ -179,6 +179,22 @@ def check_connection(engine: Engine) -> None:
             f"cannot reach the database at {shown_url(engine)}: "
             f"{first_line(exc)}; check DATABASE_URL and that the server is running"
         ) from None
+    if is_mysql(engine):
+        require_skip_locked(engine)
+
+
+def require_skip_locked(engine: Engine) -> None:
+    """Refuse a MySQL older than 8.0 or a MariaDB older than 10.6: they have no
+    `FOR UPDATE SKIP LOCKED`, which keeps two schedulers from claiming one row."""
+    version = tuple(engine.dialect.server_version_info or ())
+    mariadb = bool(getattr(engine.dialect, "is_mariadb", False))
+    needed, name = ((10, 6), "MariaDB") if mariadb else ((8, 0), "MySQL")
+    if version and version < needed:
+        shown = ".".join(str(part) for part in version)
+        raise JobStoreError(
+            f"{name} {shown} at {shown_url(engine)} is too old: broadcaster needs MySQL 8.0+ "
+            "or MariaDB 10.6+ (FOR UPDATE SKIP LOCKED); upgrade the server"
+        )
 
 
 def first_line(exc: BaseException) -> str:

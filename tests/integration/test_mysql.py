@@ -224,3 +224,13 @@ def test_an_import_line_mysql_refuses_costs_only_its_own_line(
     assert (report.inserted, report.duplicates) == (2, 1)
     [(line, reason)] = report.rejected
     assert line == 2 and "Data too long for column 'dedupe_key'" in reason, reason
+
+
+def test_a_server_without_skip_locked_is_refused_naming_the_versions(my_engine: Engine) -> None:
+    from broadcaster.db import check_connection
+    from broadcaster.errors import JobStoreError
+
+    check_connection(my_engine)  # this one: 10.6+ or 8.0+
+    my_engine.dialect.server_version_info = (10, 5, 27)
+    with pytest.raises(JobStoreError, match=r"MariaDB 10\.5\.27 .* too old: .* MariaDB 10\.6\+"):
+        check_connection(my_engine)
