@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -60,13 +60,14 @@ def vhost(prefix: str = "broadcaster_test", *, own_user: bool = False) -> Iterat
             rabbitmqctl("delete_user", user)
 
 
-def restart_app(down_s: float) -> float:
+def restart_app(down_s: float, while_down: Callable[[], object] = lambda: None) -> float:
     """Stop the RabbitMQ application (the node stays up, durable queues and persistent
-    messages are kept) for `down_s`, then start it again, always; wait until it accepts
-    connections. Returns the seconds it was unreachable."""
+    messages are kept), call `while_down`, wait `down_s` more, then start it again, always;
+    wait until it accepts connections. Returns the seconds it was unreachable."""
     started = time.monotonic()
     try:
         rabbitmqctl("stop_app")
+        while_down()
         time.sleep(down_s)
     finally:
         rabbitmqctl("start_app")

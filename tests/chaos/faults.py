@@ -97,10 +97,33 @@ def rabbitmq_restart(r: Round) -> Hit:
     persistent messages kept): the scheduler's batches in flight are handed back, the
     workers' connections drop with their unacked messages, both reconnect. Rounds with
     broker="rabbitmq" only; the app is always started again."""
+    from broadcaster import schedule_many
+    from tests.helpers import body
     from tests.rabbitmq_vhost import restart_app
 
-    down_s = restart_app(down_s=random.uniform(0.2, 1.5))
-    return Hit("rabbitmq_restart", time.time(), f"RabbitMQ unreachable for {down_s:.1f}s")
+    def failed_batches() -> int:
+        return sum('"enqueue_failed"' in line for line in r.service.all_lines())
+
+    before = failed_batches()
+
+    def while_down() -> None:
+        """Jobs due now, so the scheduler claims a batch it cannot publish: handed back,
+        and sent once RabbitMQ is back. Waits (5 s at most) until one was handed back."""
+        names = [f"rmq-down-{r.number}-{i}" for i in range(20)]
+        requests = [{"payload": body(name=name), "corp_id": "corp-a"} for name in names]
+        ids = schedule_many(requests, store=r.store).job_ids
+        r.names.update(zip(names, ids, strict=True))
+        deadline = time.time() + 5
+        while failed_batches() == before and time.time() < deadline:
+            time.sleep(0.05)
+
+    down_s = restart_app(down_s=random.uniform(0.2, 1.0), while_down=while_down)
+    return Hit(
+        "rabbitmq_restart",
+        time.time(),
+        f"RabbitMQ unreachable for {down_s:.1f}s, 20 jobs fell due meanwhile; "
+        f"{failed_batches() - before} batch(es) handed back",
+    )
 
 
 def db_connection_loss(r: Round) -> Hit:

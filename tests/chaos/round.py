@@ -661,6 +661,7 @@ def proof(hit: Hit, stats: dict[str, Any], served: dict[str, int], statuses: lis
         "malformed_rows": lambda: statuses.count(JobStatus.FAILED) > 0,
         "kill9_worker": lambda: " 0 calls in flight" not in hit.evidence,
         "redis_flushall": lambda: not hit.evidence.startswith("0 keys"),
+        "rabbitmq_restart": lambda: not hit.evidence.endswith(" 0 batch(es) handed back"),
         "db_restart": lambda: (
             hit.evidence.startswith("restarted") or "write-locked" in hit.evidence
         ),
