@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-WIDTH, HEIGHT = 600, 170
+WIDTH, HEIGHT = 960, 200
 LEFT, RIGHT, TOP, BOTTOM = 44, 10, 10, 24
 COLORS = ("#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2")
 
