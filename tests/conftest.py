@@ -165,14 +165,17 @@ the schema (a real `broadcaster run` on MariaDB: tests/system/test_mysql_run.py)
 of the suite (the CLI's rendering,
 the web API, chaos) reads the database through the same store, and running all of it a
 third time would cost minutes; poison rows on MariaDB are in test_mysql_poison.py (the
-other two databases' odd values are not MySQL's)."""
+other two databases' odd values are not MySQL's). BROADCASTER_TEST_MARIADB=all runs every
+`db_url` test on MariaDB too."""
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """As a mark (read by pytest's own hook, after this one), so the fixture's own params
     step aside rather than being applied twice."""
-    if "db_url" not in metafunc.fixturenames or metafunc.module.__name__ not in ON_MARIADB_TOO:
+    everywhere = os.environ.get("BROADCASTER_TEST_MARIADB") == "all"
+    chosen_module = everywhere or metafunc.module.__name__ in ON_MARIADB_TOO
+    if "db_url" not in metafunc.fixturenames or not chosen_module:
         return
     chosen = metafunc.definition.iter_markers("parametrize")
     if not any("db_url" in str(mark.args[0]) for mark in chosen):  # a test's own choice
