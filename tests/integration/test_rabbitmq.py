@@ -190,25 +190,30 @@ def test_readyz_checks_rabbitmq_and_names_it_when_unreachable(
 
 @SQLITE
 def test_a_connection_rabbitmq_dropped_while_idle_is_reopened_before_publishing(
-    amqp_url: str, channel, store: JobStore
+    store: JobStore,
 ) -> None:
     """A scheduler with nothing due for a while: RabbitMQ closes its silent connection
     (missed heartbeats); the next batch goes out on a new one, nothing handed back."""
-    vhost_name = amqp_url.rsplit("/", 1)[1]
-    service = scheduler(store, amqp_url + "?heartbeat=1")
-    service.dispatcher.connect()  # type: ignore[attr-defined]
+    with vhost("broadcaster_idle") as url:
+        name = url.rsplit("/", 1)[1]
 
-    def dispatcher_connections() -> int:
-        listed = subprocess.run(
-            ["rabbitmqctl", "-q", "list_connections", "-p", vhost_name, "client_properties"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        return listed.count("pika")
+        def connections() -> int:  # in this vhost, where the dispatcher is alone
+            listed = subprocess.run(
+                ["rabbitmqctl", "-q", "list_connections", "-p", name, "name"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            return len([line for line in listed.splitlines() if "->" in line])
 
-    assert dispatcher_connections() == 2  # the dispatcher's and the test's own channel
-    wait_until(lambda: dispatcher_connections() == 1, timeout=20, every=0.5)
-    ids = schedule_many([{"payload": body(), "send_at": NOW}] * 3, store=store).job_ids
-    assert service.tick().enqueued == 3
-    assert sorted(queued_ids(channel)) == ids
+        service = scheduler(store, url + "?heartbeat=1")
+        service.dispatcher.connect()  # type: ignore[attr-defined]
+        assert connections() == 1
+        wait_until(lambda: connections() == 0, timeout=20, every=0.5)
+        ids = schedule_many([{"payload": body(), "send_at": NOW}] * 3, store=store).job_ids
+        assert service.tick().enqueued == 3
+        assert {store.get(i).status for i in ids} == {JobStatus.QUEUED}
+        service.dispatcher.close()  # type: ignore[attr-defined]
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        assert sorted(queued_ids(connection.channel())) == ids
+        connection.close()
