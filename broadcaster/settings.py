@@ -326,7 +326,7 @@ def check_database_url(url: str) -> None:
         raise ValueError(f"SQLite driver {driver!r} is not supported; write sqlite:///FILE")
     if backend in MYSQL_BACKENDS and driver not in MYSQL_DRIVERS:
         raise ValueError(
-            f"MySQL driver {driver!r} is not supported; write {backend}://USER:PASSWORD@HOST/DB "
+            f"MySQL driver {driver!r} is not supported; write {backend}://... "
             "(broadcaster uses PyMySQL, installed with it)"
         )
     if backend in ("postgresql", "postgres") and driver not in POSTGRES_DRIVERS:
@@ -339,7 +339,7 @@ def check_database_url(url: str) -> None:
     except (ArgumentError, ValueError) as exc:
         raise ValueError(f"not a valid database URL: {exc}") from None
     if backend in MYSQL_BACKENDS and not parsed.database:
-        raise ValueError("name the database after the host, e.g. mysql://USER:PASSWORD@HOST/DB")
+        raise ValueError("name the database after the host, e.g. mysql://USER@HOST/DB")
     if backend == "sqlite" and is_memory_sqlite(parsed.database, dict(parsed.query)):
         raise ValueError(
             "an in-memory SQLite database keeps nothing between commands; "

@@ -111,14 +111,14 @@ def refused(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
             "DATABASE_URL",
             "mysql+mysqldb://app:hunter22@db/jobs",
             "DATABASE_URL: MySQL driver 'mysqldb' is not supported; write "
-            "mysql://USER:PASSWORD@HOST/DB (broadcaster uses PyMySQL, installed with it) "
+            "mysql://... (broadcaster uses PyMySQL, installed with it) "
             "(got 'mysql+mysqldb://app:***@db/jobs')",
         ),
         (
             "DATABASE_URL",
             "mariadb://app:hunter22@db",
             "DATABASE_URL: name the database after the host, e.g. "
-            "mysql://USER:PASSWORD@HOST/DB (got 'mariadb://app:***@db')",
+            "mysql://USER@HOST/DB (got 'mariadb://app:***@db')",
         ),
         (
             "DATABASE_URL",
