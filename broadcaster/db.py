@@ -31,11 +31,12 @@ MYSQL_SQL_MODE = ",".join(
         "NO_ZERO_IN_DATE",
         "ERROR_FOR_DIVISION_BY_ZERO",
         "NO_ENGINE_SUBSTITUTION",
-        "ONLY_FULL_GROUP_BY",
     )
 )
 """Set on each of our connections, whatever the server's default (MariaDB's lacks
-NO_ZERO_DATE; an operator's may lack STRICT_*)."""
+NO_ZERO_DATE; an operator's may lack STRICT_*). Without ONLY_FULL_GROUP_BY (MySQL 8's
+default): it is about queries, not data, and MySQL may not see that a grouped expression
+with a parameter is the one selected."""
 
 
 def normalise_url(url: str) -> str:
