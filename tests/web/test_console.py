@@ -506,7 +506,11 @@ def test_the_overview_never_waits_for_the_first_count(
         assert first.status_code == 200
         if 'data-testid="counting"' in first.text:  # the read had not finished yet
             assert 'data-testid="campaign-双十二"' not in first.text
-        wait_until(lambda: 'data-testid="campaign-双十二"' in client.get("/partials/overview").text)
+        wait_until(
+            lambda: 'data-testid="campaign-双十二"' in client.get("/partials/overview").text,
+            timeout=30,
+            every=0.2,
+        )
 
 
 def test_campaign_bars_put_work_left_first() -> None:

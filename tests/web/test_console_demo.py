@@ -26,7 +26,9 @@ def test_demo_web_serves_the_console_with_a_fresh_token_until_sigterm(boot: Boot
 
     def use_it() -> None:
         try:
-            text = wait_until(lambda: output.getvalue() if "Ctrl-C" in output.getvalue() else "")
+            text = wait_until(
+                lambda: output.getvalue() if "Ctrl-C" in output.getvalue() else "", timeout=30
+            )
             url = re.search(r"http://127\.0\.0\.1:\d+/", text)
             token = re.search(r"bct_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", text)
             assert url is not None and token is not None, text
