@@ -203,8 +203,9 @@ class RabbitDispatcher:
     """Enqueues `send_broadcast(job_id)` messages on RabbitMQ, a batch per confirm wait.
 
     Waiting for each message's confirm (Dramatiq's `RabbitmqBroker(confirm_delivery=True)`)
-    costs a round trip per message: ~1.3-1.5k messages/s on this machine's RabbitMQ against
-    ~8k/s for a batch of 500 published and then confirmed (bench/broker.py). So a batch is
+    costs a round trip per message: 0.45-1.5k messages/s on this 2-core machine's RabbitMQ
+    against 5-10k/s for a batch of 500 published and then confirmed (bench/broker.py, as
+    fast as raw pika doing the same). So a batch is
     published on a channel in confirm mode, then the dispatcher waits for RabbitMQ to ack
     every one of its delivery tags (a persistent message on a durable queue is acked once
     RabbitMQ has written it to disk).
