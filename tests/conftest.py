@@ -27,8 +27,9 @@ os.environ.setdefault("MONTHLY_CAP_POLICY", "off")
 
 PG_DB = os.environ.get("BROADCASTER_TEST_PG_DB", "broadcaster_test")
 REDIS_DB = os.environ.get("BROADCASTER_TEST_REDIS_DB", "9")
-MY_DB = os.environ.get("BROADCASTER_TEST_MY_DB", "broadcaster_test_my")
-"""Override these to run two test sessions side by side on one machine's servers."""
+MY_DB = os.environ.get("BROADCASTER_TEST_MY_DB", f"{PG_DB}_my")
+"""Override these to run two test sessions side by side on one machine's servers (the
+MariaDB database is named after the PostgreSQL one unless BROADCASTER_TEST_MY_DB says)."""
 _found: dict[str, Found] = {}
 
 
