@@ -5,8 +5,9 @@ and the last ÷ first chunk rate while finished rows pile up in the table.
     .venv/bin/python -m bench.claim [--quick] [--db postgresql,sqlite,mariadb]
 
 Full: 1M due rows behind 5M finished ones on PostgreSQL, 200k on SQLite, 100k behind 1M
-on MariaDB (its default 128 MB buffer pool: filling 2M rows took minutes per round). Quick: 50k behind 200k on PostgreSQL, 20k on SQLite, 10k behind 100k on
-MariaDB (skipped, saying so, when no MariaDB/MySQL server answers).
+on MariaDB (its default 128 MB buffer pool: filling 2M rows took minutes per round).
+Quick: 50k behind 200k on PostgreSQL, 20k on SQLite, 10k behind 100k on MariaDB (skipped,
+saying so, when no MariaDB/MySQL server answers).
 """
 
 from __future__ import annotations
