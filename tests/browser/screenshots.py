@@ -69,9 +69,23 @@ def _redis_url() -> str:
 
 
 def _seed(store: JobStore) -> dict[str, int]:
-    """Campaigns an operator would recognise, in every state worth showing. Jobs due in
-    the next seconds are left for the real service to send; the failed and unknown ones
-    are made by the store's own worker operations before it starts."""
+    """Campaigns an operator would recognise, in every state worth showing: jobs ahead,
+    and failed and unknown ones made by the store's own worker operations before the
+    service starts (`_seed_due` adds the ones it sends)."""
+    now = utcnow()
+    seed.schedule(store, "会员日提醒", 18, send_at=now + timedelta(days=1))
+    seed.schedule(
+        store, "新品上市", 20, send_at=now + timedelta(hours=3), text="新品上市，首发八折"
+    )
+    failed = seed.schedule(store, "新品上市", 3, send_at=now - timedelta(seconds=1))
+    for job_id in failed:
+        seed.call(store, job_id, seed.REJECTED)
+    unknown = [seed.unknown_job(store, "双十二预热") for _ in range(3)]
+    return {"unknown": unknown[0], "failed": failed[0]}
+
+
+def _seed_due(store: JobStore) -> None:
+    """Jobs due in two seconds, for the running service to send."""
     now = utcnow()
     seed.schedule(
         store,
@@ -87,15 +101,6 @@ def _seed(store: JobStore) -> dict[str, int]:
         send_at=now + timedelta(seconds=2),
         text="会员日：积分翻倍，到店有礼",
     )
-    seed.schedule(store, "会员日提醒", 18, send_at=now + timedelta(days=1))
-    seed.schedule(
-        store, "新品上市", 20, send_at=now + timedelta(hours=3), text="新品上市，首发八折"
-    )
-    failed = seed.schedule(store, "新品上市", 3, send_at=now - timedelta(seconds=1))
-    for job_id in failed:
-        seed.call(store, job_id, seed.REJECTED)
-    unknown = [seed.unknown_job(store, "双十二预热") for _ in range(3)]
-    return {"unknown": unknown[0], "failed": failed[0]}
 
 
 def _wait_sent(store: JobStore, campaign: str, count: int) -> None:
@@ -131,10 +136,14 @@ def main() -> None:
         WEIBAN_BASE_URL=sandbox.url,
         SCHEDULER_POLL_INTERVAL_S="0.2",
         RECONCILE_INTERVAL_S="2",  # delivery read back soon, for the bars' delivery line
+        LOG_LEVEL="INFO",
+        LOG_FORMAT="json",
     )
     service = start_console(["run", "--web", "--processes", "1", "--threads", "2"], env, workdir)
     try:
         service.wait_ready()
+        service.wait_logged("worker_started", "scheduler_started")
+        _seed_due(store)
         _wait_sent(store, "会员日提醒", 12)
         _wait(lambda: len(store.list_jobs(campaign="双十二预热", delivery="completed")) >= 8)
         with launched_browser() as browser:

@@ -121,6 +121,15 @@ class Console:
             time.sleep(0.1)
         raise AssertionError(f"/readyz not 200 within {timeout}s ({last}):\n{self.tail()}")
 
+    def wait_logged(self, *events: str, timeout: float = 60) -> None:
+        """Until each JSON log event named has been printed (LOG_FORMAT=json, LOG_LEVEL=INFO),
+        e.g. `worker_started`: a worker takes seconds to start on a loaded machine."""
+        deadline = time.monotonic() + timeout
+        while not all(any(f'"{e}"' in line for line in list(self.lines)) for e in events):
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"never logged {events} within {timeout}s:\n{self.tail()}")
+            time.sleep(0.1)
+
     def stop(self) -> None:
         """SIGTERM to its process group (the run's workers too), SIGKILL if it lingers."""
         if self.popen.poll() is None:

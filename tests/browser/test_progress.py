@@ -19,7 +19,6 @@ from broadcaster.timeutil import utcnow
 from broadcaster.web.tokens import Scope, TokenStore
 from tests.browser import seed
 from tests.browser.server import console_env, log_in, new_page, start_console
-from tests.helpers import wait_until
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -61,14 +60,7 @@ def test_a_running_campaign_moves_on_its_page_and_the_overview(
         service.wait_ready()
         # Sends paced by send_at need a worker consuming by then (slow to start on a
         # loaded machine): the jobs are scheduled once the service says both are up.
-        wait_until(
-            lambda: (
-                _logged(service.lines, "worker_started")
-                and _logged(service.lines, "scheduler_started")
-            ),
-            timeout=60,
-            every=0.1,
-        )
+        service.wait_logged("worker_started", "scheduler_started")
         page = new_page(browser, service.base_url)
         log_in(page, service.base_url, token)
         first = utcnow() + timedelta(seconds=2)
@@ -104,7 +96,3 @@ def test_a_running_campaign_moves_on_its_page_and_the_overview(
     assert {row.status for row in rows} == {JobStatus.SENT}
     assert len(sandbox.state.created_list()) == JOBS
     assert not [line for line in service.lines if "Traceback" in line], service.tail(80)
-
-
-def _logged(lines: list[str], event: str) -> bool:
-    return any(f'"{event}"' in line for line in list(lines))
