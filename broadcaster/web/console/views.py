@@ -298,7 +298,10 @@ and filters by time."""
 def first_id_since(connection: Connection, since: datetime) -> int | None:
     """The lowest attempt id started at or after `since`, roughly: a binary search over the
     primary key (about 20 lookups at a million rows; attempts has no index on time)."""
-    low, high = connection.execute(select(func.min(attempts.c.id), func.max(attempts.c.id))).one()
+    # Two statements: SQLite answers min() and max() alone from the key's ends, but scans
+    # the whole index for both in one (120-225 ms at 800k attempts, every refresh).
+    low = connection.execute(select(func.min(attempts.c.id))).scalar()
+    high = connection.execute(select(func.max(attempts.c.id))).scalar()
     if low is None:
         return None
     while low < high:
