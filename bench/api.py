@@ -112,7 +112,8 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_web(db: str, broker: str) -> tuple[Any, str]:
+def start_web(db: str, broker: str, ready_path: str = "/healthz") -> tuple[Any, str]:
+    """`broadcaster web` as a process on a free port, once `ready_path` answers 200."""
     port = free_port()
     process = service(
         ["web", "--port", str(port)],
@@ -128,7 +129,7 @@ def start_web(db: str, broker: str) -> tuple[Any, str]:
     def up() -> bool:
         assert process.poll() is None, "broadcaster web exited"
         try:
-            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+            return httpx.get(base + ready_path, timeout=1).status_code == 200
         except httpx.TransportError:
             return False
 

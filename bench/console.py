@@ -31,7 +31,7 @@ import httpx
 import redis
 from sqlalchemy import Engine, make_url, text
 
-from bench.common import fresh_database, service, stop, table, wait_for
+from bench.common import fresh_database, stop, table, wait_for
 from broadcaster.db import make_engine
 from broadcaster.ops.devservices import find_postgres, find_redis
 from broadcaster.web.tokens import Scope, TokenStore
@@ -172,29 +172,10 @@ def fill(engine: Engine, rows: int, step_s: float) -> None:
 
 
 def start_web(db: str, broker: str) -> tuple[Any, str]:
-    from bench.api import free_port
+    """The console needs the database and Redis, so wait on /readyz, not /healthz."""
+    from bench.api import start_web as start_api
 
-    port = free_port()
-    process = service(
-        ["web", "--port", str(port)],
-        {
-            "DATABASE_URL": db,
-            "REDIS_URL": broker,
-            "WEIBAN_CORP_ID": "corp-a",
-            "WEB_AUTH_FAIL_DELAY_S": "0",
-        },
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert process.poll() is None, "broadcaster web exited"
-        try:
-            return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(up, 30)
-    return process, base
+    return start_api(db, broker, ready_path="/readyz")
 
 
 def logged_in(base: str, token: str) -> httpx.Client:
