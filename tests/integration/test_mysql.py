@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -162,27 +161,6 @@ def test_the_claim_reads_only_the_scheduled_part_of_its_index(my_engine: Engine)
         )
     assert plan["key"] in ("ix_broadcast_jobs_my_claim_order", "ix_broadcast_jobs_my_due"), plan
     assert int(plan["rows"]) < 50, plan
-
-
-def test_racing_claimers_on_mariadb_claim_each_row_once(empty_mysql_url: str) -> None:
-    store = JobStore(make_engine(empty_mysql_url))
-    rows = [{"payload": json.dumps(body()), "send_at": NOW, "corp_id": "c"} for _ in range(1500)]
-    store.insert_jobs(rows)
-    claimed: list[int] = []
-    lock = threading.Lock()
-
-    def claimer() -> None:
-        own = JobStore(make_engine(empty_mysql_url))
-        while batch := own.claim_due(NOW, 25, 60).claimed:
-            with lock:
-                claimed.extend(job.id for job in batch)
-
-    threads = [threading.Thread(target=claimer) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(claimed) == 1500 and len(set(claimed)) == 1500
 
 
 def test_metrics_read_call_durations_and_lateness_in_seconds(my_engine: Engine) -> None:

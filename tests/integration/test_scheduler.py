@@ -177,9 +177,16 @@ def test_an_unreachable_broker_hands_the_claim_back(engine: Engine, store: JobSt
     assert store.queued_by_corp() == {}
 
 
-@pytest.mark.postgres
-def test_racing_claimers_on_postgres_claim_each_row_once(empty_pg_url: str) -> None:
-    pg_url = empty_pg_url
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param("empty_pg_url", marks=pytest.mark.postgres, id="postgresql"),
+        pytest.param("empty_mysql_url", marks=pytest.mark.mariadb, id="mariadb"),
+    ],
+)
+def test_racing_claimers_claim_each_row_once(server: str, request: pytest.FixtureRequest) -> None:
+    """Six claimers in threads, each with its own engine: SKIP LOCKED on a server."""
+    pg_url = request.getfixturevalue(server)
     store = JobStore(make_engine(pg_url))
     schedule_many(
         [{"payload": body(), "send_at": NOW, "corp_id": "c"} for _ in range(3000)], store=store
