@@ -28,6 +28,11 @@ from broadcaster.jobs.store import JobStore
 from broadcaster.timeutil import utcnow
 from tests.helpers import body
 
+ON_SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+"""For the tests that print every view many times: what reaches the terminal is the same
+whichever database held the text (test_cli_hostile_property and the campaign-markup test
+still run on both), and each costs ~10 s a database."""
+
 SECRET = "hostile-cli-secret-7f3a"
 TOKEN = "tok-LIVE-5e9c1d"
 BIGINT = "9223372036854775807"
@@ -119,6 +124,7 @@ def test_a_campaign_of_markup_prints_literally_in_every_view(
     assert store.get(job_id).status == "cancelled"
 
 
+@ON_SQLITE
 def test_a_link_in_stored_text_is_shown_not_made_clickable(db_url: str, engine: Engine) -> None:
     link = "[link=https://evil.example/login]Weiban console[/link]"
     job_id = insert(engine, campaign=link, corp_id=link, last_error=link)
@@ -129,6 +135,7 @@ def test_a_link_in_stored_text_is_shown_not_made_clickable(db_url: str, engine: 
         assert "\x1b]8;" not in done.stdout, f"{view}: an OSC 8 hyperlink"
 
 
+@ON_SQLITE
 def test_control_characters_in_stored_text_cannot_steer_the_terminal(
     db_url: str, engine: Engine
 ) -> None:
@@ -159,6 +166,7 @@ def test_a_multi_line_error_stays_in_its_table_row(db_url: str, engine: Engine) 
     assert "first line\\nsecond line\\tend" in done.stdout
 
 
+@ON_SQLITE
 def test_stored_secrets_and_tokens_never_reach_the_terminal(db_url: str, engine: Engine) -> None:
     leak = f"errcode 40001 errmsg invalid secret {SECRET}; GET ?access_token={TOKEN}"
     job_id = insert(engine, campaign=f"c-{SECRET}", last_error=leak, status="failed")

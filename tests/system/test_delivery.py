@@ -66,6 +66,8 @@ def test_a_backlog_uses_the_whole_quota_and_never_exceeds_it(
     assert took_s <= allowed_s * 1.02
 
 
+# the quota's behaviour: one database is enough (the suite's time)
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_vendor_block_stops_every_call_for_its_window_then_delivery_resumes(
     db_url: str, store: JobStore, redis_url: str, vendor: SandboxServer
 ) -> None:
@@ -96,6 +98,8 @@ def test_a_vendor_block_stops_every_call_for_its_window_then_delivery_resumes(
     )
 
 
+# the token cache's behaviour: one database is enough (the suite's time)
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_token_invalidation_mid_run_costs_one_refresh_each(
     db_url: str, store: JobStore, redis_url: str, vendor: SandboxServer
 ) -> None:
