@@ -162,6 +162,8 @@ def test_a_worker_killed_mid_call_leaves_that_job_unknown_and_the_rest_delivered
     assert killed_at < max(m["received_at"] for m in vendor.state.created_list())
 
 
+# Redis's loss; the database's side is the same on both (the suite's time)
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_redis_flushed_mid_run_loses_nothing_and_sends_nothing_twice(
     db_url: str,
     store: JobStore,
@@ -183,6 +185,8 @@ def test_redis_flushed_mid_run_loses_nothing_and_sends_nothing_twice(
     assert any(p.events("jobs_requeued") for p in service.processes), "the sweep recovered"
 
 
+# services absent at start: one database is enough (the suite's time)
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_unreachable_redis_or_vendor_at_start_is_named_and_waited_for(
     db_url: str, redis_url: str, vendor: SandboxServer
 ) -> None:

@@ -32,6 +32,8 @@ def vendor() -> Iterator[SandboxServer]:
     server.stop()
 
 
+# PostgreSQL, the production database; reconcile on SQLite and MariaDB: the integration tests
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_ambiguous_calls_are_settled_and_every_message_is_created_exactly_once(
     db_url: str, store: JobStore, redis_url: str, vendor: SandboxServer
 ) -> None:
