@@ -52,12 +52,13 @@ BODY = {
 _serial = count(1)
 
 
-def redis_url() -> str:
-    """Redis DB 13, emptied: apart from bench.common's DB 5, so this runs beside others."""
+def redis_url(db: int = REDIS_DB) -> str:
+    """Redis DB 13 (or `db`), emptied: apart from bench.common's DB 5, so this runs beside
+    others."""
     url = os.environ.get("BENCH_REDIS_URL") or find_redis().url
     assert url, "no Redis: set BENCH_REDIS_URL"
     if url.startswith("redis://"):
-        url = url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+        url = url.rsplit("/", 1)[0] + f"/{db}"
         redis.Redis.from_url(url).flushdb()
     return url
 

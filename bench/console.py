@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 from sqlalchemy import Engine, make_url, text
 
 from bench.common import fresh_database, stop, table, wait_for
 from broadcaster.db import make_engine
-from broadcaster.ops.devservices import find_postgres, find_redis
+from broadcaster.ops.devservices import find_postgres
 from broadcaster.web.tokens import Scope, TokenStore
 
 DB_NAME = "broadcaster_bench_console"
@@ -63,12 +62,9 @@ NEXT = re.compile(
 
 def redis_url() -> str:
     """Redis DB 12, emptied: apart from the other benchmarks' databases."""
-    url = os.environ.get("BENCH_REDIS_URL") or find_redis().url
-    assert url, "no Redis: set BENCH_REDIS_URL"
-    if url.startswith("redis://"):
-        url = url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
-        redis.Redis.from_url(url).flushdb()
-    return url
+    from bench.api import redis_url as emptied_redis
+
+    return emptied_redis(REDIS_DB)
 
 
 def _status_case() -> str:
