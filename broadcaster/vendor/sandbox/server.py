@@ -14,10 +14,12 @@ GET  /sandbox/stats     calls, errors by code, peak in-flight and per-minute per
 POST /sandbox/faults    faults: {"http_5xx": n, "hang_after_create": n, "hang_s": x,
                         "force_10053": n, "create_late": n, "late_s": x,
                         "list_refuse_errcode": code (0 = off), "list_slow_ms": x,
-                        "list_malformed": n, "invalidate_tokens": true};
+                        "list_malformed": n, "invalidate_tokens": true,
+                        "block_corp": corp_id (blocked for block_s from now)};
                         knobs: {"latency_ms", "block_s", "hour_block_s", "per_minute",
                         "per_hour", "max_in_flight", "token_ttl_s", "confirm_after_s",
-                        "never_confirm_share", "fail_share", "max_processing_s"}
+                        "never_confirm_share", "fail_share", "max_processing_s",
+                        "corp_latency_ms": {corp_id: ms}}
 POST /sandbox/reset     forget calls, messages, missions, blocks and faults
 (state.py says what each fault does; missions.py how a mission is modelled.)
 """
@@ -48,6 +50,7 @@ CONFIG_KNOBS = (
     "never_confirm_share",
     "fail_share",
     "max_processing_s",
+    "corp_latency_ms",
 )
 FAULT_KNOBS = (
     "http_5xx",
@@ -150,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(state.faults.hang_s)
             self.close_connection = True
             return
-        time.sleep(state.config.latency_ms / 1000)
+        time.sleep(state.create_delay_s(corp))
         response = state.finish_create(corp, body)
         if state.take_fault("hang_after_create"):
             time.sleep(state.faults.hang_s)
@@ -193,6 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
                 setattr(state.config, knob, body[knob])
         if body.get("invalidate_tokens"):
             state.invalidate_tokens()
+        if isinstance(body.get("block_corp"), str):
+            state.block_corp(body["block_corp"])
         self._send({"errcode": 0, "errmsg": "ok"})
 
     def _reset(self, _body: Any, _query: dict[str, list[str]]) -> None:

@@ -76,6 +76,9 @@ class SandboxConfig:
     """This share of missions ends `failed` once `confirm_after_s` has passed."""
     max_processing_s: float = 60.0
     """The vendor abandons a request older than this and creates nothing (`create_late`)."""
+    corp_latency_ms: dict[str, float] = field(default_factory=dict)
+    """corp_id -> that corp's create latency, in place of `latency_ms` (one slow corp
+    beside healthy ones: its trouble must hold no other corp's sends)."""
 
 
 @dataclass
@@ -334,6 +337,16 @@ class SandboxState:
                 self.faults_served[name] += 1
                 return True
             return False
+
+    def create_delay_s(self, corp: str) -> float:
+        """How long a create call takes for this corp (`corp_latency_ms` or `latency_ms`)."""
+        return self.config.corp_latency_ms.get(corp, self.config.latency_ms) / 1000
+
+    def block_corp(self, corp: str, seconds: float | None = None) -> None:
+        """Block one corp's create calls now, as a 10053 would (`block_s` by default)."""
+        with self._lock:
+            until = time.time() + (self.config.block_s if seconds is None else seconds)
+            self._buckets[corp, CREATE_API].blocked_until = until
 
     def list_delay_s(self) -> float:
         """How long a list answer takes: the latency, plus `list_slow_ms` (counted)."""
