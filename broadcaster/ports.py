@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from broadcaster.jobs.policy import Decision
@@ -44,11 +44,11 @@ class SendStore(Protocol):
 
     default_corp: str | None
 
-    def peek(self, job_id: int) -> Any: ...
-
     def start_sending(self, job_id: int, now: datetime, lease_s: float) -> SendingJob | None: ...
 
     def requeue_later(self, job_id: int, now: datetime, delay_s: float) -> bool: ...
+
+    def hand_back(self, job_id: int, now: datetime, delay_s: float) -> bool: ...
 
     def finish(
         self,

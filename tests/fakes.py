@@ -51,6 +51,7 @@ class FakeJob:
     last_errcode: int | None = None
     last_error: str | None = None
     updated_at: datetime | None = None
+    last_call_at: datetime | None = None
 
     @property
     def due_at(self) -> datetime:
@@ -70,17 +71,11 @@ class FakeAttempt:
     error: str | None
 
 
-@dataclass(frozen=True)
-class Peeked:
-    status: str
-    corp_id: str | None
-
-
 class FakeJobStore:
     """`SchedulerStore` and `SendStore` in memory: a dict of job records by id.
 
     Same state machine as `JobStore` for claim_due, release, next_due_at, recover,
-    queued_by_corp, peek, start_sending, requeue_later and finish (proved by the contract
+    queued_by_corp, start_sending, requeue_later, hand_back and finish (proved by the contract
     suite). What it does NOT do: screen rows for bad payloads or values of odd types
     (`screening.py`), clean error text for storage (`storable_text`), or anything
     concurrent. Those stay proven on real databases only. `add` seeds a job without
@@ -224,10 +219,6 @@ class FakeJobStore:
         return counts
 
     # ------------------------------------------------------------------ workers
-    def peek(self, job_id: int) -> Peeked | None:
-        job = self.jobs.get(job_id)
-        return None if job is None else Peeked(job.status, job.corp_id)
-
     def start_sending(self, job_id: int, now: datetime, lease_s: float) -> SendingJob | None:
         job = self.jobs.get(job_id)
         if job is None or job.status != JobStatus.QUEUED:
@@ -238,6 +229,7 @@ class FakeJobStore:
         job.status = JobStatus.SENDING
         job.lease_until = now + timedelta(seconds=lease_s)
         job.updated_at = now
+        job.last_call_at = now
         return SendingJob(job.id, self._corp(job), job.payload, job.attempts, job.max_attempts)
 
     def requeue_later(self, job_id: int, now: datetime, delay_s: float) -> bool:
@@ -246,6 +238,20 @@ class FakeJobStore:
             return False
         self._move(
             job, now, status=JobStatus.SCHEDULED, not_before=now + timedelta(seconds=delay_s)
+        )
+        return True
+
+    def hand_back(self, job_id: int, now: datetime, delay_s: float) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.status != JobStatus.SENDING:
+            return False
+        calls = [attempt.started_at for attempt in self.attempts_of(job_id)]
+        self._move(
+            job,
+            now,
+            status=JobStatus.SCHEDULED,
+            not_before=now + timedelta(seconds=delay_s),
+            last_call_at=max(calls, default=None),
         )
         return True
 

@@ -1,9 +1,19 @@
 """The body of the `send_broadcast(job_id)` actor.
 
-Safe to run twice for one message (Dramatiq delivers at least once): the job is re-read,
-and only the delivery whose compare-and-set moves it `queued` -> `sending` calls the
-vendor. The `sending` row is committed before the call, so a worker killed mid-call leaves
-evidence the sweep turns into `unknown` rather than a silent resend.
+Safe to run twice for one message (Dramatiq delivers at least once): only the delivery
+whose compare-and-set moves the job `queued` -> `sending` calls the vendor; a stale or
+duplicate message loses it and touches nothing else. The `sending` row is committed before
+the call, so a worker killed mid-call leaves evidence the sweep turns into `unknown`
+rather than a silent resend.
+
+The compare-and-set comes first, then the quota: the in-flight slot is taken right before
+the call and freed right after it, so it covers the vendor's work, not our database's.
+A job whose quota is not near goes back `sending` -> `scheduled` in one statement. A
+worker killed between the compare-and-set and the call leaves a `sending` job that never
+reached the vendor: the sweep makes it `unknown`, the reconciler finds no mission and
+sends it again, which is the right outcome (a little later). The wait in between is
+bounded (`Sender.max_quota_wait_s`) well inside the `sending` lease and the reconciler's
+window, so a job can never be swept, or settled as absent, before its call began.
 """
 
 from __future__ import annotations
@@ -46,6 +56,14 @@ _EVENTS = {
 """The log event of a finished call by its outcome; any other outcome is `job_retry`
 (or `job_failed` when the attempts ran out)."""
 
+CALL_START_MARGIN_S = 2.0
+"""Kept between the latest moment a call may start (after the compare-and-set) and the
+moment the sweep or the reconciler could judge the job: a worker's own pauses (GC, a
+busy machine) come out of this, never out of the call's budget."""
+
+HAND_BACK_AFTER_ERROR_S = 1.0
+"""A job whose quota could not be asked (Redis down) is retried this much later."""
+
 
 class Sender:
     def __init__(
@@ -57,6 +75,7 @@ class Sender:
         *,
         clock: Callable[[], datetime] = utcnow,
         rng: Callable[[], float] = random.random,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.quota = quota
@@ -64,29 +83,41 @@ class Sender:
         self.settings = settings
         self.clock = clock
         self.rng = rng
+        self.monotonic = monotonic
+        self.call_budget_s = call_budget_s(settings.weiban_timeout_s)
+        # The call must start, and end, while the job's `sending` lease holds and inside
+        # the reconciler's window after `last_call_at` (both start at the compare-and-set).
+        self.start_by_s = (
+            min(settings.sending_lease_s, settings.reconcile_after_s)
+            - self.call_budget_s
+            - CALL_START_MARGIN_S
+        )
+        self.max_quota_wait_s = max(
+            0.0, min(settings.worker_max_quota_wait_s, self.start_by_s - CALL_START_MARGIN_S)
+        )
 
     def send(self, job_id: int) -> Outcome:
         """Handle one broker message; returns what happened (for logs and tests)."""
-        seen = self.store.peek(job_id)
-        if seen is None or seen.status != JobStatus.QUEUED:
-            log.debug("message_ignored", job_id=job_id, status=seen and seen.status)
+        taken_at = self.monotonic()
+        job = self.store.start_sending(job_id, self.clock(), self.settings.sending_lease_s)
+        if job is None:  # a duplicate, stale (cancelled, done) or expired message
+            log.debug("message_ignored", job_id=job_id)
             return Outcome.IGNORED
-        corp_id = seen.corp_id or self.store.default_corp or ""
         try:
-            slot = self.quota.acquire(
-                corp_id, CREATE_API, max_wait_s=self.settings.worker_max_quota_wait_s
-            )
+            slot = self.quota.acquire(job.corp_id, CREATE_API, max_wait_s=self.max_quota_wait_s)
         except QuotaWait as wait:
-            return self._wait_for_quota(job_id, wait)
-        # The call's budget runs from the moment the slot is taken, whose lease is that
-        # budget plus a margin: database work before the call eats into the call, never
-        # past the lease (a call that outlived its slot would let a fifth one start).
+            return self._wait_for_quota(job.id, wait)
+        except BaseException:
+            self._hand_back(job.id, HAND_BACK_AFTER_ERROR_S)
+            raise
+        if self.monotonic() - taken_at > self.start_by_s:  # this process stalled
+            self._release(slot)
+            self._hand_back(job.id, 0.0)
+            log.warning("call_start_too_late", job_id=job.id)
+            return Outcome.QUOTA_WAIT
+        # The slot's lease is the call's budget plus a margin: the call ends inside it.
         try:
-            with deadline_scope(call_budget_s(self.settings.weiban_timeout_s)):
-                job = self.store.start_sending(job_id, self.clock(), self.settings.sending_lease_s)
-                if job is None:
-                    log.debug("lost_claim", job_id=job_id)
-                    return Outcome.IGNORED
+            with deadline_scope(self.call_budget_s):
                 started_at, started = self.clock(), time.monotonic()
                 error = self._call(job)
         finally:
@@ -94,6 +125,14 @@ class Sender:
         decision = self._decide(job, error)
         self._finish(job, decision, started_at, int((time.monotonic() - started) * 1000))
         return decision.outcome
+
+    def _hand_back(self, job_id: int, delay_s: float) -> None:
+        """Best effort: a job that did not reach the vendor goes back to `scheduled`
+        (failing that, the sweep and the reconciler settle it)."""
+        try:
+            self.store.hand_back(job_id, self.clock(), delay_s)
+        except JobStoreError as exc:
+            log.warning("hand_back_failed", job_id=job_id, error=str(exc))
 
     def _release(self, slot: Slot) -> None:
         """Redis down now must not cost the outcome of a call already made: the slot's
@@ -176,6 +215,6 @@ class Sender:
 
     def _wait_for_quota(self, job_id: int, wait: QuotaWait) -> Outcome:
         delay = wait.retry_after_s + self.rng() * 0.1
-        self.store.requeue_later(job_id, self.clock(), delay)
+        self.store.hand_back(job_id, self.clock(), delay)
         log.debug("quota_wait", job_id=job_id, retry_in_s=round(delay, 3), blocked=wait.blocked)
         return Outcome.BLOCKED if wait.blocked else Outcome.QUOTA_WAIT

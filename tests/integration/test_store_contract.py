@@ -166,13 +166,6 @@ class StoreContract:
         assert store.queued_by_corp() == {}
 
     # ------------------------------------------------------------------ workers
-    def test_peek_reads_status_and_corp(self, store: Store) -> None:
-        job_id = seed(store, corp_id="corp-a")
-        seen = store.peek(job_id)
-        assert seen is not None
-        assert (seen.status, seen.corp_id) == (JobStatus.SCHEDULED, "corp-a")
-        assert store.peek(999_999) is None
-
     def test_start_sending_is_a_compare_and_set(self, store: Store) -> None:
         job_id = seed(store, corp_id="corp-a", max_attempts=3)
         assert store.start_sending(job_id, NOW, LEASE_S) is None, "not queued yet"
@@ -209,6 +202,30 @@ class StoreContract:
         assert store.claim_due(NOW + timedelta(seconds=19), 10, LEASE_S).claimed == []
         claimed = store.claim_due(NOW + timedelta(seconds=20), 10, LEASE_S).claimed
         assert [job.id for job in claimed] == [job_id]
+
+    def test_hand_back_returns_a_sending_job_to_scheduled_in_one_move(self, store: Store) -> None:
+        job = sending(store)
+        assert store.get(job.id).last_call_at == NOW
+        assert store.hand_back(job.id, NOW, 20)
+        row = store.get(job.id)
+        assert (row.status, row.attempts, row.lease_until) == (JobStatus.SCHEDULED, 0, None)
+        assert (row.not_before, row.last_call_at) == (NOW + timedelta(seconds=20), None)
+        assert not store.hand_back(job.id, NOW, 20), "only a sending job"
+        assert store.claim_due(NOW + timedelta(seconds=19), 10, LEASE_S).claimed == []
+        [again] = store.claim_due(NOW + timedelta(seconds=20), 10, LEASE_S).claimed
+        assert again.id == job.id
+        assert store.start_sending(job.id, NOW + timedelta(seconds=20), LEASE_S) is not None
+
+    def test_hand_back_keeps_the_time_of_the_latest_call_made(self, store: Store) -> None:
+        job = sending(store)
+        retry = Decision(JobStatus.SCHEDULED, Outcome.NOT_SENT, True, 1.0, None, "refused")
+        store.finish(job, retry, NOW, NOW, 5)
+        later = NOW + timedelta(seconds=1)
+        [again] = store.claim_due(later, 10, LEASE_S).claimed
+        assert store.start_sending(again.id, later, LEASE_S) is not None
+        assert store.hand_back(job.id, later, 5)
+        row = store.get(job.id)
+        assert (row.status, row.attempts, row.last_call_at) == (JobStatus.SCHEDULED, 1, NOW)
 
     # ------------------------------------------------------------------ finish
     def test_finish_sent(self, store: Store) -> None:

@@ -71,6 +71,7 @@ class Rig:
             self.settings,
             clock=self.clock.now,
             rng=lambda: JITTER,
+            monotonic=self.clock.seconds,
         )
 
     def queued(self, **job: Any) -> int:
@@ -269,14 +270,15 @@ def test_a_message_for_a_job_no_longer_queued_is_ignored_without_a_slot(status: 
     assert rig.sender.send(999_999) == Outcome.IGNORED, "nor on a job that does not exist"
 
 
-def test_a_job_that_expires_after_the_slot_is_taken_is_not_sent_and_frees_the_slot() -> None:
+def test_a_job_expired_by_its_message_is_not_sent_and_takes_no_slot() -> None:
     rig = Rig()
     job_id = rig.queued(expires_at=NOW + timedelta(microseconds=1))
-    rig.clock.t = 0.000001  # expired between the peek and the compare-and-set
+    rig.clock.t = 0.000001  # expired between the claim and the compare-and-set
     assert rig.sender.send(job_id) == Outcome.IGNORED
     assert rig.store.get(job_id).status == JobStatus.EXPIRED
     assert rig.vendor.calls == []
     assert rig.quota.in_flight(CORP, CREATE_API) == 0
+    assert rig.calls_counted() == 0, "no quota spent on it"
 
 
 def test_the_default_corp_is_used_for_a_job_without_one() -> None:
