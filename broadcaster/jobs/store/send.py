@@ -1,21 +1,42 @@
 """A worker's reads and writes around one vendor call: the compare-and-set to `sending`
 committed before the call, a job handed back when its quota is not near, the outcome.
 
-Two transactions a job on the hot path (the compare-and-set, the outcome). Their
-statements are built once, with bound parameters, so SQLAlchemy neither rebuilds nor
-re-keys them per job (that was ~15 % of a worker's CPU); MySQL/MariaDB, which has no
-UPDATE … RETURNING, takes the general path of `update_returning`."""
+Two statements a job on the hot path (the compare-and-set, the outcome with its attempt).
+On PostgreSQL each is one round trip: run in autocommit (no BEGIN, no COMMIT), the
+outcome's UPDATE and its attempt's INSERT in one statement (a data-modifying CTE), so
+each is still atomic. They are built once, with bound parameters, as SQLAlchemy
+statements, compiled once to SQL and run on the pool's psycopg connection: SQLAlchemy's
+execution around two short statements cost ~0.6 ms of CPU a job (~800 µs vs ~210 µs),
+about an eighth of a worker's. SQLite and MySQL/MariaDB (no UPDATE … RETURNING;
+`update_returning`) run the same statements through SQLAlchemy, a transaction each."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Update, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ClauseElement,
+    Connection,
+    Dialect,
+    Insert,
+    Update,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
 
+from broadcaster.db import first_line
+from broadcaster.errors import JobStoreError
 from broadcaster.jobs.screening import sending_problem
 from broadcaster.jobs.states import CERTAIN_OUTCOMES, JobStatus
 from broadcaster.jobs.store.base import (
+    AnyRow,
     SendingJob,
     StoreBase,
     expire_jobs,
@@ -74,8 +95,98 @@ def _finish_statement(columns: tuple[str, ...]) -> Update:
     return statement
 
 
+_RECORDS: dict[tuple[str, ...], Insert] = {}
+
+
+def _finish_and_record(columns: tuple[str, ...]) -> Insert:
+    """PostgreSQL: `_finish_statement(columns)` and the attempt's INSERT in one statement,
+    returning how many jobs the UPDATE moved (0 or 1). Parameters: those of
+    `_finish_statement`, and `a_<column>` for the attempt."""
+    statement = _RECORDS.get(columns)
+    if statement is None:
+        moved = _finish_statement(columns).returning(jobs.c.id).cte("moved")
+        statement = (
+            insert(attempts)
+            .values(
+                {
+                    name: bindparam(f"a_{name}", type_=attempts.c[name].type)
+                    for name in _ATTEMPT_COLUMNS
+                }
+            )
+            .returning(select(func.count()).select_from(moved).scalar_subquery())
+            .add_cte(moved)
+        )
+        _RECORDS[columns] = statement
+    return statement
+
+
+_ATTEMPT_COLUMNS = (
+    "job_id",
+    "attempt_no",
+    "started_at",
+    "duration_ms",
+    "outcome",
+    "errcode",
+    "error",
+)
+
+
+class _Compiled:
+    """A statement compiled once for PostgreSQL (psycopg's `%(name)s` style), with the
+    values its constants bind to."""
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.constants = {
+            name: value.value if isinstance(value, Enum) else value
+            for name, value in compiled.params.items()
+        }
+
+    def params(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {**self.constants, **values}
+
+
 class SendingStore(StoreBase):
     """A worker's part (`ports.SendStore`)."""
+
+    def _psycopg(self) -> bool:
+        return self.engine.dialect.driver == "psycopg"
+
+    def _compiled(self, key: object, build: Callable[[], ClauseElement]) -> _Compiled:
+        cache: dict[object, _Compiled] = self.__dict__.setdefault("_compiled_statements", {})
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = _Compiled(build(), self.engine.dialect)
+        return found
+
+    def _run_once(self, compiled: _Compiled, values: dict[str, Any]) -> Any:
+        """PostgreSQL: one statement in autocommit on a pooled psycopg connection (one
+        round trip); its first row (a named tuple). A driver error is a one-line
+        `JobStoreError`, and a connection that broke is dropped from the pool."""
+        import psycopg
+        from psycopg.rows import namedtuple_row
+
+        try:
+            pooled = self.engine.raw_connection()
+        except SQLAlchemyError as exc:
+            raise JobStoreError(f"database unavailable: {first_line(exc)}") from exc
+        driver = cast("psycopg.Connection[Any]", pooled.driver_connection)
+        try:
+            driver.autocommit = True
+            try:
+                with driver.cursor(row_factory=namedtuple_row) as cursor:
+                    cursor.execute(compiled.sql, compiled.params(values))
+                    return cursor.fetchone()
+            finally:
+                if not driver.closed:
+                    driver.autocommit = False
+        except psycopg.Error as exc:
+            if driver.closed or driver.broken:
+                pooled.invalidate(exc)
+            raise JobStoreError(f"database error: {first_line(exc)}") from exc
+        finally:
+            pooled.close()
 
     def start_sending(self, job_id: int, now: datetime, lease_s: float) -> SendingJob | None:
         """Compare-and-set `queued` -> `sending`, committed before the vendor call. Of two
@@ -83,19 +194,23 @@ class SendingStore(StoreBase):
         (and for a job cancelled or expired meanwhile, or failed here because a column the
         call needs holds a value of the wrong type: see `screening.sending_problem`)."""
         lease_until = now + timedelta(seconds=lease_s)
+        params = {"job_id": job_id, "p_now": now, "p_lease": lease_until}
+        postgresql = self._psycopg()
+        taken: list[AnyRow] = []
+        if postgresql:
+            row = self._run_once(self._compiled("start", lambda: _START_RETURNING), params)
+            taken = [] if row is None else [row]
+            if row is not None and sending_problem(row) is None:
+                return self._sending_job(row)
+        # The general path, and PostgreSQL's rare ones (a stale message whose job may
+        # have expired, a row the call cannot use): one transaction.
         with self._begin() as connection:
             if connection.dialect.name == "mysql":
                 taken = update_returning(
-                    connection,
-                    _start_statement(job_id, now, lease_until),
-                    *_TAKEN,
+                    connection, _start_statement(job_id, now, lease_until), *_TAKEN
                 )
-            else:
-                taken = list(
-                    connection.execute(
-                        _START_RETURNING, {"job_id": job_id, "p_now": now, "p_lease": lease_until}
-                    ).all()
-                )
+            elif not postgresql:
+                taken = list(connection.execute(_START_RETURNING, params).all())
             row = taken[0] if taken else None
             if row is None:
                 expire_jobs(
@@ -117,6 +232,9 @@ class SendingStore(StoreBase):
                     )
                 )
                 return None
+        return self._sending_job(row)
+
+    def _sending_job(self, row: AnyRow) -> SendingJob:
         return SendingJob(
             row.id,
             row.corp_id or self.default_corp or "",
@@ -186,33 +304,46 @@ class SendingStore(StoreBase):
             values["sent_at"] = now
         if decision.retry_in_s is not None:
             values["not_before"] = now + timedelta(seconds=decision.retry_in_s)
-        params = {f"v_{name}": value for name, value in values.items()}
-        with self._begin() as connection:
-            moved = connection.execute(
-                _finish_statement(tuple(values)), {"job_id": job.id, "p_now": now, **params}
-            ).rowcount
-            if not moved and decision.outcome in CERTAIN_OUTCOMES:
-                # The sweep called the job `unknown` while this call was still running;
-                # its answer, when certain (created, or refused as a business error), is
-                # the truth, so it settles the job rather than being lost.
-                connection.execute(
-                    move_jobs(
-                        now,
-                        jobs.c.id == job.id,
-                        jobs.c.status == JobStatus.UNKNOWN,
-                        jobs.c.attempts == job.attempts,
-                        **values,
-                    )
-                )
-            connection.execute(
-                _ATTEMPT,
-                {
-                    "job_id": job.id,
-                    "attempt_no": job.attempts + 1,
-                    "started_at": started_at,
-                    "duration_ms": duration_ms,
-                    "outcome": decision.outcome,
-                    "errcode": decision.errcode,
-                    "error": error,
-                },
+        params: dict[str, Any] = {"job_id": job.id, "p_now": now}
+        params.update((f"v_{name}", value) for name, value in values.items())
+        record = {
+            "job_id": job.id,
+            "attempt_no": job.attempts + 1,
+            "started_at": started_at,
+            "duration_ms": duration_ms,
+            "outcome": decision.outcome,
+            "errcode": decision.errcode,
+            "error": error,
+        }
+        if self._psycopg():
+            params.update((f"a_{name}", value) for name, value in record.items())
+            columns = tuple(values)
+            counted = self._run_once(
+                self._compiled(columns, lambda: _finish_and_record(columns)), params
             )
+            if not counted[0] and decision.outcome in CERTAIN_OUTCOMES:
+                with self._begin() as connection:
+                    self._settle_unknown(connection, job, now, values)
+            return
+        with self._begin() as connection:
+            moved = connection.execute(_finish_statement(tuple(values)), params).rowcount
+            if not moved and decision.outcome in CERTAIN_OUTCOMES:
+                self._settle_unknown(connection, job, now, values)
+            connection.execute(_ATTEMPT, record)
+
+    @staticmethod
+    def _settle_unknown(
+        connection: Connection, job: SendingJob, now: datetime, values: dict[str, Any]
+    ) -> None:
+        """The sweep called the job `unknown` while this call was still running; its
+        answer, when certain (created, or refused as a business error), is the truth, so
+        it settles the job rather than being lost."""
+        connection.execute(
+            move_jobs(
+                now,
+                jobs.c.id == job.id,
+                jobs.c.status == JobStatus.UNKNOWN,
+                jobs.c.attempts == job.attempts,
+                **values,
+            )
+        )
