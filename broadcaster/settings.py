@@ -23,6 +23,9 @@ MAX_DURATION_S = 31_536_000.0
 """One year: the ceiling of every `*_S` setting."""
 MIN_INTERVAL_S = 0.01
 """The floor of the scheduler's poll and sweep intervals (below it the loop only spins)."""
+BROKER_BEAT_S = 1.0
+"""How often each worker process beats in Redis (`broker/liveness.py`): its Dramatiq
+heartbeat and the figures `status` reads (threads, pid)."""
 
 
 def duration(default: float, description: str, *, ge: float | None = None) -> Any:
@@ -115,6 +118,13 @@ class Settings(BaseSettings):
     retry_base_s: float = duration(5.0, "first retry delay")
     retry_max_s: float = duration(600.0, "longest retry delay")
     scheduler_admit_horizon_s: float = duration(10.0, "how far ahead the scheduler admits")
+    broker_heartbeat_timeout_s: float = duration(
+        6.0,
+        "a worker silent this long is dead: its prefetched messages go back to the head of "
+        "the queue, and `status` stops counting its threads (Redis broker; more than "
+        f"{2 * BROKER_BEAT_S:g} s, twice the {BROKER_BEAT_S:g} s beat, and less than "
+        "QUEUED_LEASE_S)",
+    )
 
     # --- campaign controls (issue 15) ---
     quiet_hours: str = Field(
@@ -208,6 +218,19 @@ class Settings(BaseSettings):
             raise ValueError(
                 "RECONCILE_AFTER_S must exceed 2 x WEIBAN_TIMEOUT_S + 5 "
                 f"(now {self.reconcile_after_s} vs {self.weiban_timeout_s})"
+            )
+        if self.broker_heartbeat_timeout_s <= 2 * BROKER_BEAT_S:
+            # One late beat (a GC pause, a loaded host) must not make a live worker dead.
+            raise ValueError(
+                f"BROKER_HEARTBEAT_TIMEOUT_S must exceed {2 * BROKER_BEAT_S:g} s, twice the "
+                f"{BROKER_BEAT_S:g} s worker beat, so one late beat is not a death "
+                f"(now {self.broker_heartbeat_timeout_s:g})"
+            )
+        if self.broker_heartbeat_timeout_s >= self.queued_lease_s:
+            raise ValueError(
+                "BROKER_HEARTBEAT_TIMEOUT_S must be below QUEUED_LEASE_S: past it the sweep "
+                "re-enqueues a dead worker's jobs first "
+                f"(now {self.broker_heartbeat_timeout_s:g} vs {self.queued_lease_s:g})"
             )
         if self.worker_shutdown_s <= 2 * self.weiban_timeout_s:
             raise ValueError(

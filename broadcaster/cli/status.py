@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis
 import typer
 from rich.console import Group
 from rich.live import Live
@@ -17,7 +18,7 @@ from broadcaster.cli.options import WATCH_S, float_range
 from broadcaster.cli.render import literal, print_json
 from broadcaster.errors import BroadcasterError
 from broadcaster.jobs.states import JobStatus
-from broadcaster.ops.report import collect
+from broadcaster.ops.report import collect, workers_view
 from broadcaster.quota.limiter import RedisQuota
 
 
@@ -31,6 +32,21 @@ def _quota(cli: CliContext) -> RedisQuota | str:
         return "REDIS_URL is unset (an embedded Redis lives only while `run` runs)"
     try:
         return cli.boot.quota
+    except BroadcasterError as exc:
+        return str(exc)
+
+
+def _workers_redis(cli: CliContext) -> redis.Redis | str:
+    """The Redis the workers beat in, or why their threads cannot be counted."""
+    if cli.settings.broker_url:
+        return (
+            "not counted with BROKER_URL (RabbitMQ): the workers beat only on the Redis "
+            "broker; `broadcaster doctor` checks the configured shape"
+        )
+    if not cli.settings.redis_url:
+        return "REDIS_URL is unset (an embedded Redis lives only while `run` runs)"
+    try:
+        return cli.boot.redis
     except BroadcasterError as exc:
         return str(exc)
 
@@ -93,6 +109,12 @@ def render(report: dict[str, Any]) -> Group:
     if "broker" in report:
         lines.append(f"messages carried by {report['broker']}")
     parts.append(Text("\n".join(lines)))
+    workers = report.get("workers")
+    if workers:
+        if "error" in workers:
+            parts.append(Text.assemble("workers: ", literal(workers["error"])))
+        else:
+            parts.append(Text(workers["line"], style="bold yellow" if workers["short"] else ""))
     for reason in report["unknown_reasons"]:
         parts.append(
             Text.assemble(f"  {reason['jobs']} × ", literal(reason["reason"] or "(no reason yet)"))
@@ -192,16 +214,19 @@ def status(
         callback=float_range(WATCH_S),
     ),
 ) -> None:
-    """Counts per corp and campaign, lateness, quota use, vendor blocks, unknown jobs."""
+    """Counts per corp and campaign, lateness, quota use, vendor blocks, unknown jobs, and
+    whether the workers alive can reach the corps' quota."""
     cli: CliContext = ctx.obj
     corps = cli.boot.corps
     quota = _quota(cli)
+    workers_redis = _workers_redis(cli)
     policy = cli.settings.monthly_cap_policy
 
     def report() -> dict[str, Any]:
         return {
             **collect(cli.store, corps, quota, cap_policy=policy),
             "broker": broker_in_use(cli.settings.broker_url),
+            "workers": workers_view(workers_redis, cli.store, corps),
         }
 
     if as_json:

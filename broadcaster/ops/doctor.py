@@ -26,13 +26,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import redis
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine
 from sqlalchemy.pool import NullPool
 
 from broadcaster import migrate, redis_conn
 from broadcaster.broker.rabbitmq import broker_in_use, check_broker
-from broadcaster.corps import CorpDirectory, QuotaLimits
+from broadcaster.corps import CorpDirectory
 from broadcaster.db import make_engine, shown_url
 from broadcaster.errors import (
     BroadcasterError,
@@ -42,7 +41,7 @@ from broadcaster.errors import (
     VendorUnreachable,
 )
 from broadcaster.ops.readiness import check_schema
-from broadcaster.quota.sizing import sized_threads
+from broadcaster.quota.sizing import measured_latency_ms, sized_threads, threads_needed
 from broadcaster.settings import Settings, redact_url
 from broadcaster.vendor import WeibanClient, call_budget_s
 from broadcaster.vendor.deadline import deadline_scope
@@ -63,10 +62,6 @@ class Result:
 
     def as_dict(self) -> dict[str, str]:
         return {"check": self.check, "status": str(self.status), "detail": self.detail}
-
-
-LATENCY_SAMPLES = 2000  # recent sent attempts read to measure the vendor's latency
-LATENCY_MIN_SAMPLES = 20  # fewer for a corp: no measured latency, the worst case is assumed
 
 
 def exit_code(results: list[Result]) -> int:
@@ -206,40 +201,6 @@ def check_token(client: WeibanClient, settings: Settings, corp_id: str) -> Resul
         elapsed_ms = (time.monotonic() - started) * 1000
         return Result(check, Status.OK, f"secret accepted: new token in {elapsed_ms:.0f} ms")
     return Result(check, Status.OK, "valid token in the shared cache (the secret was accepted)")
-
-
-def threads_needed(limits: QuotaLimits, latency_ms: float | None) -> int:
-    """Threads that keep one corp's quota busy: its calls in flight at once. At latency L a
-    corp paced at r calls/s has r x L calls in flight (Little's law), never more than
-    `max_in_flight`; without a latency, assume the worst: `max_in_flight`."""
-    if latency_ms is None:
-        return limits.max_in_flight
-    busy = math.ceil(limits.per_second * latency_ms / 1000)
-    return max(1, min(limits.max_in_flight, busy))
-
-
-def measured_latency_ms(engine: Engine, default_corp: str | None) -> dict[str, float]:
-    """Mean duration of each corp's recent sent calls, from `broadcast_attempts`: the
-    time a worker thread is held per call. Corps with too few samples are left out."""
-    query = text(
-        "SELECT j.corp_id, a.duration_ms FROM broadcast_attempts a "
-        "JOIN broadcast_jobs j ON j.id = a.job_id "
-        "WHERE a.outcome = 'sent' AND a.duration_ms IS NOT NULL "
-        "ORDER BY a.id DESC LIMIT :limit"
-    )
-    samples: dict[str, list[int]] = {}
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(query, {"limit": LATENCY_SAMPLES}).all()
-    except SQLAlchemyError:
-        return {}  # no measured latency: the worst case is assumed
-    for corp_id, duration_ms in rows:
-        samples.setdefault(corp_id or default_corp or "", []).append(int(duration_ms))
-    return {
-        corp: sum(values) / len(values)
-        for corp, values in samples.items()
-        if len(values) >= LATENCY_MIN_SAMPLES
-    }
 
 
 def check_concurrency(

@@ -1,5 +1,6 @@
 """The operator's view, shared by `broadcaster status` and the demo's summary: counts per
-corp and campaign, lateness, quota use, vendor blocks, jobs awaiting a decision."""
+corp and campaign, lateness, quota use, vendor blocks, jobs awaiting a decision; and
+(`workers_view`, for `status`) whether the workers alive can reach the corps' quota."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from typing import Any
 
 import redis
 
+from broadcaster.broker.liveness import live_workers
 from broadcaster.campaigns.views import campaign_view
 from broadcaster.corps import CorpDirectory
 from broadcaster.jobs.states import JobStatus
 from broadcaster.jobs.store import JobStore
 from broadcaster.quota.limiter import RedisQuota
+from broadcaster.quota.sizing import Shortfall, measured_latency_ms, quota_need
 from broadcaster.timeutil import utcnow
 from broadcaster.vendor import CREATE_API
 
@@ -116,3 +119,37 @@ def _quota_view(
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def workers_view(
+    client: redis.Redis | str, store: JobStore, corps: CorpDirectory
+) -> dict[str, Any]:
+    """The worker processes alive (their Liveness beats in Redis: `broker/liveness.py`)
+    against the threads the configured corps' quota keeps busy at once (their in-flight
+    caps, lowered by the vendor's measured latency: `quota/sizing.py`). `client` is the
+    broker's Redis, or why there is none. `line` says it in one line; `short` is True when
+    the workers cannot reach the quota (none alive included)."""
+    if isinstance(client, str):
+        return {"error": client}
+    try:
+        workers = live_workers(client)
+    except redis.RedisError as exc:
+        return {"error": f"Redis not reachable: {exc}"}
+    need = quota_need(corps, measured_latency_ms(store.engine, store.default_corp))
+    shortfall = Shortfall(tuple(worker.threads for worker in workers), need)
+    return {
+        "processes": shortfall.processes,
+        "threads": shortfall.threads,
+        "threads_needed": need.threads,
+        "short": shortfall.short or not workers,
+        "line": shortfall.line(),
+        "alive": [
+            {
+                "host": worker.host,
+                "pid": worker.pid,
+                "threads": worker.threads,
+                "prefetch": worker.prefetch,
+            }
+            for worker in workers
+        ],
+    }

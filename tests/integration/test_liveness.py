@@ -1,16 +1,20 @@
 """Liveness on a real Redis: a dead broker's fetched messages go back to the head of the
-queue, a live one's stay where they are (Dramatiq's own keys and consumer)."""
+queue, a live one's stay where they are (Dramatiq's own keys and consumer); each worker's
+beat says its threads for `status`, and stops saying them when it dies or stops."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 
+import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from broadcaster.broker.dispatch import Dispatcher
-from broadcaster.broker.liveness import Liveness, held_job_ids
+from broadcaster.broker.liveness import Liveness, held_job_ids, live_workers, worker_key
 from broadcaster.broker.messages import QUEUE_NAME
 from tests.helpers import wait_until
 
@@ -77,3 +81,59 @@ def test_the_thread_beats_until_stopped(redis_client: redis.Redis) -> None:
     finally:
         liveness.stop()
     assert liveness._thread is not None and not liveness._thread.is_alive()
+
+
+def test_timeout_s_sets_the_brokers_timeout_too(redis_client: redis.Redis) -> None:
+    broker = _broker(redis_client, 60_000)
+    liveness = Liveness(broker, QUEUE_NAME, timeout_s=2.5)
+    assert broker.heartbeat_timeout == 2500 == liveness.timeout_ms
+    assert Liveness(_broker(redis_client, 700), QUEUE_NAME).timeout_ms == 700, "else its own"
+
+
+def test_a_booted_worker_beats_its_threads_which_expire_with_it(
+    redis_client: redis.Redis,
+) -> None:
+    """The Dramatiq Worker's boot tells `Liveness` its threads (a middleware hook); the
+    beat publishes them for `status`; silent past the timeout, the process is not counted
+    (its hash expires even with no live peer to sweep the index)."""
+    broker = _broker(redis_client, 1000)
+    liveness = Liveness(broker, QUEUE_NAME)
+    liveness.beat()
+    assert live_workers(redis_client) == [], "nothing said before the Worker boots"
+    worker = dramatiq.Worker(broker, worker_threads=3, worker_timeout=100)
+    worker.queue_prefetch = 5
+    worker.start()
+    try:
+        liveness.beat()
+        (alive,) = live_workers(redis_client)
+        assert (alive.broker_id, alive.threads, alive.prefetch) == (broker.broker_id, 3, 5)
+        assert alive.pid == os.getpid() and alive.host == socket.gethostname()
+        key = worker_key("dramatiq", broker.broker_id)
+        assert 0 < redis_client.pttl(key) <= 1000
+        wait_until(lambda: live_workers(redis_client) == [], timeout=5, every=0.05)
+        liveness.beat()
+        assert len(live_workers(redis_client)) == 1, "beating again: alive again"
+    finally:
+        worker.stop(timeout=1000)
+    assert live_workers(redis_client) == [], "a stopping worker is not counted"
+    liveness.beat()
+    assert live_workers(redis_client) == [], "nor does its heartbeat say it again"
+    assert redis_client.zscore("dramatiq:__heartbeats__", broker.broker_id) is not None
+
+
+def test_a_dead_workers_entry_is_swept_from_the_index(redis_client: redis.Redis) -> None:
+    dead = Liveness(_broker(redis_client, 200), QUEUE_NAME)
+    dead.describe(threads=4)
+    dead.beat()
+    survivor = Liveness(_broker(redis_client, 200), QUEUE_NAME)
+    survivor.describe(threads=2)
+    dead_id = dead.broker.broker_id
+
+    def swept() -> bool:
+        survivor.beat()
+        return redis_client.zscore("dramatiq:__workers__", dead_id) is None
+
+    wait_until(swept, timeout=5, every=0.05)
+    assert [w.threads for w in live_workers(redis_client)] == [2]
+    survivor.stop()
+    assert live_workers(redis_client) == [] and redis_client.zcard("dramatiq:__workers__") == 0
