@@ -1,16 +1,21 @@
-"""`broadcaster scheduler`: the claiming loop on APScheduler.
+"""`broadcaster scheduler`: the claiming loop, and APScheduler for the periodic jobs.
 
-Four jobs run on a BackgroundScheduler, while the calling thread waits on a stop Event:
-`claim` (tick), `sweep` (lease recovery), `reconcile` (settle `unknown` jobs and
-follow sent ones' delivery from the vendor's list, `broadcaster/reconcile/`) and
-`schedules` (turn recurring schedules' occurrences into jobs, `broadcaster/campaigns/`). The claim
-job re-arms itself after each run for the moment the next row falls due, capped by
-SCHEDULER_POLL_INTERVAL_S; on PostgreSQL a LISTEN thread pulls it forward to now.
+The claim loop runs on a thread of its own: it ticks, then waits on an Event until the
+next row falls due, capped by SCHEDULER_POLL_INTERVAL_S; on PostgreSQL a LISTEN thread
+sets the Event to claim now, and a wake-up that arrives during a tick makes the next tick
+start at once. Three jobs run on a BackgroundScheduler: `sweep` (lease recovery),
+`reconcile` (settle `unknown` jobs and follow sent ones' delivery from the vendor's list,
+`broadcaster/reconcile/`) and `schedules` (turn recurring schedules' occurrences into jobs,
+`broadcaster/campaigns/`); the calling thread waits on a stop Event.
+
+The claim was an APScheduler job re-armed from inside its own run (`modify_job`): when the
+run ended before APScheduler's loop had stored the job's next interval time (a fast tick
+on a loaded machine), that store overwrote the re-arm and the claim slept the 30 s
+backstop interval (seen in `bench.lateness`: every row 27–30 s late in some runs).
 
 APScheduler's defaults would drop work silently (`misfire_grace_time=1` skips a run that
 starts over a second late, e.g. after a GC pause or a slow database; `max_instances=1`
-skips a wake-up that arrives during a run), so misfires always run and a wake-up during
-a tick is remembered and honoured when the tick ends.
+skips a wake-up that arrives during a run), so misfires always run.
 """
 
 from __future__ import annotations
@@ -43,33 +48,6 @@ from scheduler.service import Admission, SchedulerService, TickReport
 log = structlog.get_logger("broadcaster.scheduler")
 
 
-class _WakeLatch:
-    """Remembers a wake-up that arrives while a tick runs."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running = False
-        self._pending = False
-
-    def begin(self) -> None:
-        with self._lock:
-            self._running, self._pending = True, False
-
-    def end(self) -> bool:
-        """Finish a tick; True if a wake-up came in during it."""
-        with self._lock:
-            self._running = False
-            return self._pending
-
-    def request(self) -> bool:
-        """Note a wake-up; True if nothing is running and the caller should wake the loop."""
-        with self._lock:
-            if self._running:
-                self._pending = True
-                return False
-            return True
-
-
 class SchedulerRunner:
     def __init__(
         self,
@@ -85,22 +63,16 @@ class SchedulerRunner:
         self.reconciler = reconciler
         self.schedules = schedules
         self.stop = threading.Event()
-        self.latch = _WakeLatch()
+        self._woken = threading.Event()
+        self.ticks = 0
+        """Ticks finished (tests wait on it)."""
+        self._claimer = threading.Thread(target=self._claim_loop, name="claim", daemon=True)
         self.aps = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(4)},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
         settings = service.settings
-        # `claim` re-arms itself after every run; its own interval is only a backstop, kept
-        # long so it never fires into a running tick (APScheduler would skip that run).
-        self.aps.add_job(
-            self._claim,
-            "interval",
-            id="claim",
-            seconds=max(30.0, 10 * settings.scheduler_poll_interval_s),
-            next_run_time=datetime.now(UTC),
-        )
         self.aps.add_job(
             self._sweep,
             "interval",
@@ -129,12 +101,19 @@ class SchedulerRunner:
         )
 
     def wake(self) -> None:
-        """Run a tick now (called by the LISTEN thread)."""
-        if self.latch.request() and self.aps.running:
-            self.aps.modify_job("claim", next_run_time=datetime.now(UTC))
+        """Claim now (called by the LISTEN thread); during a tick: again once it ends."""
+        self._woken.set()
 
-    def _claim(self) -> None:
-        self.latch.begin()
+    def _claim_loop(self) -> None:
+        while not self.stop.is_set():
+            self._woken.clear()  # a wake-up from here on is for the next tick
+            wake_at = self._claim()
+            delay = (wake_at - utcnow()).total_seconds()
+            if delay > 0 and not self.stop.is_set():
+                self._woken.wait(delay)
+
+    def _claim(self) -> datetime:
+        """One tick; returns when the next should start."""
         report = TickReport()
         started = time.perf_counter()
         try:
@@ -143,12 +122,12 @@ class SchedulerRunner:
         except BroadcasterError as exc:
             self.metrics.tick_failed(time.perf_counter() - started)
             log.error("tick_failed", error=str(exc))
+        except Exception as exc:  # the loop must outlive a bug in one tick
+            self.metrics.tick_failed(time.perf_counter() - started)
+            log.error("tick_failed", error=repr(exc))
         finally:
-            woken = self.latch.end()
-            now = utcnow()
-            wake_at = now if woken else self.service.next_wakeup(report, now)
-            if self.aps.running:
-                self.aps.modify_job("claim", next_run_time=wake_at.replace(tzinfo=UTC))
+            self.ticks += 1
+        return self.service.next_wakeup(report, utcnow())
 
     def _sweep(self) -> None:
         try:
@@ -189,13 +168,17 @@ class SchedulerRunner:
         if self.listener:
             self.listener.start()
         self.aps.start()
+        self._claimer.start()
         log.info("scheduler_started")
         self.stop.wait()
+        self._woken.set()
+        self._claimer.join()
         self.aps.shutdown(wait=True)
         log.info("scheduler_stopped")
 
     def shutdown(self, *_args: object) -> None:
         self.stop.set()
+        self._woken.set()
 
 
 def build_runner(

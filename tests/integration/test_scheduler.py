@@ -244,7 +244,7 @@ def test_postgres_notify_wakes_the_loop_for_a_plain_sql_insert(
     try:
         assert runner.listener is not None
         wait_until(runner.listener.listening.is_set, timeout=5)
-        wait_until(lambda: not runner.latch._running, timeout=5)
+        wait_until(lambda: runner.ticks >= 1, timeout=5)
         inserted = insert_sql(engine, json.dumps(body()), utcnow())
         wait_until(lambda: queued_job_ids(redis_client) == [inserted], timeout=3)
     finally:

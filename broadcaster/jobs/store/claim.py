@@ -3,12 +3,14 @@ release a batch the broker refused, the next due time, the recovery sweep, queue
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
+    Engine,
     LargeBinary,
     Row,
     Select,
@@ -21,6 +23,7 @@ from sqlalchemy import (
 )
 
 from broadcaster.campaigns import gate
+from broadcaster.db import SQLITE_READ_ONLY
 from broadcaster.jobs.screening import judge, read_time
 from broadcaster.jobs.states import JobStatus
 from broadcaster.jobs.store.base import (
@@ -28,6 +31,7 @@ from broadcaster.jobs.store.base import (
     ClaimResult,
     RecoveryResult,
     StoreBase,
+    _Transaction,
     by_primary_key,
     expire_jobs,
     move_jobs,
@@ -85,6 +89,8 @@ class ClaimStore(StoreBase):
         # of the batch (issue 9); `_screen` judges each row.
         read = [*judged_columns(self.engine.dialect.name), *self._campaign_columns()]
         result = ClaimResult()
+        if self.engine.dialect.name == "sqlite" and not self._any_due(now):
+            return result  # polled and nothing due: SQLite's write lock stays with the workers
         with self._begin() as connection:
             if self.controls is not None:
                 gate.hold_quiet(connection, self.controls, now, self.default_corp)
@@ -98,6 +104,21 @@ class ClaimStore(StoreBase):
                 )
         result.claimed.sort(key=lambda job: (-job.priority, job.due_at, job.id))
         return result
+
+    def _any_due(self, now: datetime) -> bool:
+        """Whether the claim would find a row (due ones of skipped corps count: the
+        claim's quiet hours hold them), read without the write lock."""
+        with self._read() as connection:
+            found = connection.execute(
+                select(jobs.c.id)
+                .where(jobs.c.status == JobStatus.SCHEDULED, due_at <= now)
+                .limit(1)
+            ).first()
+        return found is not None
+
+    def _read(self) -> _Transaction:
+        """A transaction that only reads: on SQLite it takes no write lock (`db.py`)."""
+        return _ReadTransaction(self.engine)
 
     def _claim_rows(
         self, connection: Connection, picked: Select[Any], claim: Update, read: list[Any]
@@ -182,7 +203,7 @@ class ClaimStore(StoreBase):
     def next_due_at(self) -> datetime | None:
         """When the earliest `scheduled` row falls due (it may be in the past)."""
         dialect = self.engine.dialect.name
-        with self._begin() as connection:
+        with self._read() as connection:
             earliest = connection.execute(
                 select(loadable_time(func.min(due_at), dialect)).where(
                     jobs.c.status == JobStatus.SCHEDULED
@@ -241,10 +262,25 @@ class ClaimStore(StoreBase):
     def queued_by_corp(self) -> dict[str, int]:
         """How many jobs each corp has waiting in the broker (for admission)."""
         corp = func.coalesce(jobs.c.corp_id, self.default_corp or "")
-        with self._begin() as connection:
+        with self._read() as connection:
             rows = connection.execute(
                 select(corp.label("corp"), func.count().label("n"))
                 .where(jobs.c.status == JobStatus.QUEUED)
                 .group_by(corp)
             ).all()
         return {row.corp: row.n for row in rows}
+
+
+class _ReadTransaction(_Transaction):
+    """`_Transaction` for reads only (`db.SQLITE_READ_ONLY`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._context = _reading(engine)
+
+
+@contextmanager
+def _reading(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as connection:
+        connection.execution_options(**{SQLITE_READ_ONLY: True})
+        with connection.begin():
+            yield connection
