@@ -217,8 +217,10 @@ class Reconciler:
                 window=self.config.window,
                 complete=complete,
             )
+            seen: list[tuple[OpenJob, Delivery]] = []
             for job in span.jobs:
-                self._apply(job, matches[job.id], now, done)
+                self._apply(job, matches[job.id], now, done, seen)
+            done.delivery_updated += self.store.record_deliveries(seen, now)
             self._still_mine()
         if done.found or done.resent or done.failed or done.unsettled:
             log.info(
@@ -329,11 +331,21 @@ class Reconciler:
         if sent:
             self.store.note_delivery(sent, now, f"delivery not known: {done.list_error}")
 
-    def _apply(self, job: OpenJob, match: Match, now: datetime, done: CorpPass) -> None:
+    def _apply(
+        self,
+        job: OpenJob,
+        match: Match,
+        now: datetime,
+        done: CorpPass,
+        seen: list[tuple[OpenJob, Delivery]],
+    ) -> None:
+        """Settles an `unknown` job at once (each in its own transaction: a move with its
+        evidence); a sent job's new delivery is added to `seen`, written for the whole
+        span in one transaction."""
         if job.status == JobStatus.UNKNOWN:
             self._settle(job, match, now, done)
         else:
-            self._track(job, match, now, done)
+            self._track(job, match, now, seen)
 
     def _settle(self, job: OpenJob, match: Match, now: datetime, done: CorpPass) -> None:
         if match.verdict == Verdict.FOUND and match.mission is not None:
@@ -356,17 +368,19 @@ class Reconciler:
             if self.store.note_unsettled(job, now, reason):
                 done.unsettled[job.id] = reason
 
-    def _track(self, job: OpenJob, match: Match, now: datetime, done: CorpPass) -> None:
+    def _track(
+        self, job: OpenJob, match: Match, now: datetime, seen: list[tuple[OpenJob, Delivery]]
+    ) -> None:
         if match.verdict == Verdict.FOUND and match.mission is not None:
             delivery = delivery_of(match.mission)
-            seen = (
+            shown = (
                 delivery.mission_id,
                 delivery.status,
                 delivery.groups_reached,
                 delivery.staff_confirmed,
             )
-            if seen != job.delivery_seen and self.store.record_delivery(job, delivery, now):
-                done.delivery_updated += 1
+            if shown != job.delivery_seen:
+                seen.append((job, delivery))
         elif match.verdict in (Verdict.AMBIGUOUS, Verdict.ABSENT):
             self.store.note_delivery([job.id], now, f"delivery not known: {match.reason}")
 

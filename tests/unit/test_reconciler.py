@@ -5,6 +5,7 @@ real ones are exercised in tests/integration/test_reconcile.py."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -78,9 +79,9 @@ class Store:
         self.moves.append(("unsettled", job.id, reason))
         return True
 
-    def record_delivery(self, job: OpenJob, delivery: Delivery, now: datetime) -> bool:
-        self.moves.append(("delivery", job.id, delivery.status))
-        return True
+    def record_deliveries(self, seen: Sequence[tuple[OpenJob, Delivery]], now: datetime) -> int:
+        self.moves.extend(("delivery", job.id, delivery.status) for job, delivery in seen)
+        return len(seen)
 
     def note_delivery(self, job_ids: list[int], now: datetime, reason: str) -> int:
         self.moves.extend(("delivery_note", job_id, reason) for job_id in job_ids)

@@ -8,6 +8,7 @@ resolving by hand, or a late answer from the worker each win or lose cleanly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -168,16 +169,21 @@ class ReconcileStore(StoreBase):
                 ).rowcount
             )
 
-    def record_delivery(self, job: OpenJob, delivery: Delivery, now: datetime) -> bool:
-        """A sent job's mission as the list shows it now."""
+    def record_deliveries(self, seen: Sequence[tuple[OpenJob, Delivery]], now: datetime) -> int:
+        """Sent jobs' missions as the list shows them now, in one transaction (a first
+        pass over 1000 jobs was 1000 transactions: 1 s on SQLite, up to 12 s on a loaded
+        PostgreSQL). Returns how many rows changed (a job no longer `sent` is left)."""
+        if not seen:
+            return 0
+        changed = 0
         with self._begin() as connection:
-            return bool(
-                connection.execute(
+            for job, delivery in seen:
+                changed += connection.execute(
                     update(jobs)
                     .where(jobs.c.id == job.id, jobs.c.status == JobStatus.SENT)
                     .values(updated_at=now, **_delivery_values(delivery, now))
                 ).rowcount
-            )
+        return changed
 
     def note_delivery(self, job_ids: list[int], now: datetime, reason: str) -> int:
         """Why these sent jobs' delivery is not known (yet); rows that already say so are
