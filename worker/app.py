@@ -18,7 +18,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
 from broadcaster.bootstrap import Bootstrap
-from broadcaster.broker.liveness import HEARTBEAT_TIMEOUT_MS, Liveness
+from broadcaster.broker.liveness import Liveness
 from broadcaster.broker.messages import ACTOR_NAME, QUEUE_NAME
 from broadcaster.broker.rabbitmq import (
     bridge_dramatiq_logs,
@@ -163,11 +163,12 @@ def build_broker(
     # ~1 ms of CPU per job in bench.overhead (6.1-6.5 s vs 7.7 s per 1000 jobs).
     redis_client = connect(boot.redis_url)
     # A worker killed with messages prefetched: `Liveness` (every process beats each
-    # second) puts them back at the head of the queue once silent for the timeout; the
-    # broker's own random maintenance uses the same timeout.
+    # second) puts them back at the head of the queue once silent for
+    # BROKER_HEARTBEAT_TIMEOUT_S; the broker's own random maintenance uses the same timeout.
+    timeout_s = settings.broker_heartbeat_timeout_s
     broker = RedisBroker(
         client=redis_client,
         middleware=[BindJobContext()],
-        heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
+        heartbeat_timeout=round(timeout_s * 1000),
     )
-    return broker, Liveness(broker, QUEUE_NAME)
+    return broker, Liveness(broker, QUEUE_NAME, timeout_s=timeout_s)
