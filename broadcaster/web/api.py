@@ -14,7 +14,7 @@ from broadcaster.bootstrap import Bootstrap
 from broadcaster.errors import BroadcasterError
 from broadcaster.jobs.states import JobStatus
 from broadcaster.jobs.store import JobStore
-from broadcaster.ops.report import collect
+from broadcaster.ops.report import collect, workers_view
 from broadcaster.timeutil import utcnow
 from broadcaster.web import queries, schedules
 from broadcaster.web.auth import Reader, Writer
@@ -292,4 +292,7 @@ def status(request: Request, who: Reader) -> dict[str, Any]:
             quota = boot.quota
         except BroadcasterError as exc:
             quota = str(exc)
-    return collect(boot.store, boot.corps, quota)
+    report = collect(boot.store, boot.corps, quota)
+    if boot.settings.redis_url and not boot.settings.broker_url and not isinstance(quota, str):
+        report["workers"] = workers_view(boot.redis, boot.store, boot.corps)
+    return report

@@ -529,3 +529,34 @@ def test_campaign_bars_put_work_left_first() -> None:
     bars = campaigns_from_figures(figures)
     assert [bar.name for bar in bars] == ["b-busy", "", "a-done"]
     assert bars[0].total == 3 and bars[2].by_delivery == {"completed": 4}
+
+
+def test_the_overview_says_when_no_worker_or_too_few_are_alive(
+    boot: Bootstrap, console: TestClient, tokens: Tokens
+) -> None:
+    """The workers' Redis beats (as a worker's Liveness writes them) against the quota of
+    the one configured corp (4 in flight): none alive, too few, enough; the API says the
+    same in `workers`."""
+    from dramatiq.brokers.redis import RedisBroker
+
+    from broadcaster.broker.liveness import Liveness
+    from broadcaster.broker.messages import QUEUE_NAME
+
+    login(console, tokens.read)
+    page = console.get("/partials/overview").text
+    assert 'data-testid="workers-none"' in page and "没有存活的工作进程" in page
+    liveness = Liveness(RedisBroker(client=boot.redis, middleware=[]), QUEUE_NAME, timeout_s=30)
+    try:
+        liveness.describe(threads=2)
+        liveness.beat()
+        page = console.get("/partials/overview").text
+        short = re.search(r'data-testid="workers-short"[^>]*>([^<]*)<', page)
+        assert short is not None and "1 个进程共 2 个线程，低于配额所需的 4 个" in short.group(1)
+        api = console.get("/api/v1/status", headers=tokens.header("read"))
+        assert api.json()["workers"]["short"] is True
+        liveness.describe(threads=8)
+        liveness.beat()
+        page = console.get("/partials/overview").text
+        assert 'data-testid="workers-ok"' in page and 'data-testid="workers-short"' not in page
+    finally:
+        liveness.stop()

@@ -85,6 +85,20 @@ CATALOG: dict[str, tuple[str, str]] = {
         "REDIS_URL is unset: the quota cannot be read.",
     ),
     "overview.redis_down": ("Redis 无法连接，配额暂不可读。", "Redis is unreachable: no quota."),
+    "overview.workers_none": (
+        "没有存活的工作进程：消息不会发出。请启动 broadcaster worker 或 broadcaster run。",
+        "No worker is alive: nothing is sent. Start `broadcaster worker` or `broadcaster run`.",
+    ),
+    "overview.workers_short": (
+        "工作进程不足：{processes} 个进程共 {threads} 个线程，低于配额所需的 {needed} 个；"
+        "请增加工作进程（WORKER_PROCESSES）或线程（WORKER_THREADS）。",
+        "Workers too few: {processes} process(es), {threads} threads, below the {needed} the "
+        "quota needs; run more worker processes (WORKER_PROCESSES) or threads (WORKER_THREADS).",
+    ),
+    "overview.workers_ok": (
+        "工作进程：{processes} 个，共 {threads} 个线程（配额需要 {needed} 个）。",
+        "Workers: {processes} process(es), {threads} threads (the quota needs {needed}).",
+    ),
     "overview.campaigns": ("活动", "Campaigns"),
     "overview.no_campaigns": ("还没有群发任务。", "No jobs yet."),
     "overview.no_corps": ("没有配置企业。", "No corps configured."),

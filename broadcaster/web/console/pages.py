@@ -81,6 +81,7 @@ def _overview_values(request: Request) -> dict[str, Any]:
         "reach": request.app.state.console_delivery.by_campaign(),
         "quota": quota,
         "quota_problem": quota_problem,
+        "workers": views.workers_of(boot) if quota_problem is None else None,
         "recent": recent,
         "chart": rate_chart(series, limit, views.RATE_WINDOW_MIN, labels),
     }

@@ -26,7 +26,7 @@ from broadcaster.errors import BroadcasterError
 from broadcaster.jobs.states import JobStatus, Outcome
 from broadcaster.jobs.store import JobStore
 from broadcaster.jobs.tables import attempts, jobs
-from broadcaster.ops.report import percentile
+from broadcaster.ops.report import percentile, workers_view
 from broadcaster.vendor import CREATE_API
 from broadcaster.web import queries
 from broadcaster.web.attempt_totals import NOT_CREATE_CALLS
@@ -270,6 +270,19 @@ def quota_of(boot: Bootstrap, corps: Iterable[str]) -> tuple[list[CorpQuota], st
         return out, None
     except (BroadcasterError, redis.RedisError):
         return [], "overview.redis_down"
+
+
+def workers_of(boot: Bootstrap) -> dict[str, Any] | None:
+    """The live worker processes against what the corps' quota needs (`status`'s
+    `workers:` line, read from the workers' Redis beats); None where there is no such
+    count (RabbitMQ tracks its consumers itself; without REDIS_URL there is no beat)."""
+    if not boot.settings.redis_url or boot.settings.broker_url:
+        return None
+    try:
+        view = workers_view(boot.redis, boot.store, boot.corps)
+    except BroadcasterError as exc:
+        view = {"error": str(exc)}
+    return None if "error" in view else view
 
 
 @dataclass
