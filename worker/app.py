@@ -31,6 +31,7 @@ from broadcaster.process_metrics import TimedVendor, WorkerMetrics
 from broadcaster.redis_conn import connect
 from broadcaster.settings import Settings
 from broadcaster.vendor import WeibanClient
+from worker.lanes import CorpLanes
 from worker.sender import Sender
 
 log = structlog.get_logger("broadcaster.worker")
@@ -91,7 +92,9 @@ def build_sender(
     boot = boot or Bootstrap(settings)
     store = boot.store  # the database first: a worker waits for it before reading the corps
     vendor = TimedVendor(boot.vendor, metrics) if metrics else boot.vendor
-    return Sender(store, boot.quota, vendor, settings), boot.vendor
+    corps = boot.corps
+    lanes = CorpLanes(lambda corp_id: corps.limits(corp_id).max_in_flight)
+    return Sender(store, boot.quota, vendor, settings, lanes=lanes), boot.vendor
 
 
 def check_vendor(boot: Bootstrap, settings: Settings, stop: threading.Event) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 
 import redis
@@ -45,6 +46,7 @@ from broadcaster.settings import Settings
 from broadcaster.timeutil import utcnow
 from broadcaster.vendor import CREATE_API, call_budget_s
 from broadcaster.vendor.deadline import deadline_scope
+from worker.lanes import CorpLanes
 
 log = structlog.get_logger("broadcaster.worker")
 
@@ -64,6 +66,11 @@ busy machine) come out of this, never out of the call's budget."""
 HAND_BACK_AFTER_ERROR_S = 1.0
 """A job whose quota could not be asked (Redis down) is retried this much later."""
 
+LANE_FULL_RETRY_S = 1.0
+"""A job whose corp already holds its share of this process's threads (`worker/lanes.py`)
+is handed back for this long (plus up to half of it, at random): its corp's calls are all
+going or waiting, and the thread serves another corp's message meanwhile."""
+
 
 class Sender:
     def __init__(
@@ -76,6 +83,7 @@ class Sender:
         clock: Callable[[], datetime] = utcnow,
         rng: Callable[[], float] = random.random,
         monotonic: Callable[[], float] = time.monotonic,
+        lanes: CorpLanes | None = None,
     ) -> None:
         self.store = store
         self.quota = quota
@@ -84,6 +92,7 @@ class Sender:
         self.clock = clock
         self.rng = rng
         self.monotonic = monotonic
+        self.lanes = lanes
         self.call_budget_s = call_budget_s(settings.weiban_timeout_s)
         # The call must start, and end, while the job's `sending` lease holds and inside
         # the reconciler's window after `last_call_at` (both start at the compare-and-set).
@@ -103,28 +112,35 @@ class Sender:
         if job is None:  # a duplicate, stale (cancelled, done) or expired message
             log.debug("message_ignored", job_id=job_id)
             return Outcome.IGNORED
-        try:
-            slot = self.quota.acquire(job.corp_id, CREATE_API, max_wait_s=self.max_quota_wait_s)
-        except QuotaWait as wait:
-            return self._wait_for_quota(job.id, wait)
-        except BaseException:
-            self._hand_back(job.id, HAND_BACK_AFTER_ERROR_S)
-            raise
-        if self.monotonic() - taken_at > self.start_by_s:  # this process stalled
-            self._release(slot)
-            self._hand_back(job.id, 0.0)
-            log.warning("call_start_too_late", job_id=job.id)
-            return Outcome.QUOTA_WAIT
-        # The slot's lease is the call's budget plus a margin: the call ends inside it.
-        try:
-            with deadline_scope(self.call_budget_s):
-                started_at, started = self.clock(), time.monotonic()
-                error = self._call(job)
-        finally:
-            self._release(slot)
+        with self._lane(job.corp_id) as entered:
+            if not entered:  # the corp's share of threads is taken: serve another corp
+                self._hand_back(job.id, LANE_FULL_RETRY_S * (1 + self.rng() / 2))
+                return Outcome.QUOTA_WAIT
+            try:
+                slot = self.quota.acquire(job.corp_id, CREATE_API, max_wait_s=self.max_quota_wait_s)
+            except QuotaWait as wait:
+                return self._wait_for_quota(job.id, wait)
+            except BaseException:
+                self._hand_back(job.id, HAND_BACK_AFTER_ERROR_S)
+                raise
+            if self.monotonic() - taken_at > self.start_by_s:  # this process stalled
+                self._release(slot)
+                self._hand_back(job.id, 0.0)
+                log.warning("call_start_too_late", job_id=job.id)
+                return Outcome.QUOTA_WAIT
+            # The slot's lease is the call's budget plus a margin: the call ends inside it.
+            try:
+                with deadline_scope(self.call_budget_s):
+                    started_at, started = self.clock(), time.monotonic()
+                    error = self._call(job)
+            finally:
+                self._release(slot)
         decision = self._decide(job, error)
         self._finish(job, decision, started_at, int((time.monotonic() - started) * 1000))
         return decision.outcome
+
+    def _lane(self, corp_id: str) -> AbstractContextManager[bool]:
+        return nullcontext(True) if self.lanes is None else self.lanes.enter(corp_id)
 
     def _hand_back(self, job_id: int, delay_s: float) -> None:
         """Best effort: a job that did not reach the vendor goes back to `scheduled`
