@@ -226,7 +226,10 @@ class Settings(BaseSettings):
                 f"{BROKER_BEAT_S:g} s worker beat, so one late beat is not a death "
                 f"(now {self.broker_heartbeat_timeout_s:g})"
             )
-        if self.broker_heartbeat_timeout_s >= self.queued_lease_s:
+        # Only when set: with the default and a short QUEUED_LEASE_S (tests, demos) the
+        # sweep simply comes first, which loses nothing.
+        explicit = "broker_heartbeat_timeout_s" in self.model_fields_set
+        if explicit and self.broker_heartbeat_timeout_s >= self.queued_lease_s:
             raise ValueError(
                 "BROKER_HEARTBEAT_TIMEOUT_S must be below QUEUED_LEASE_S: past it the sweep "
                 "re-enqueues a dead worker's jobs first "
