@@ -25,11 +25,17 @@ from broadcaster.settings import Settings
 # them. Tests of the cap set their policy explicitly.
 os.environ.setdefault("MONTHLY_CAP_POLICY", "off")
 
-PG_DB = os.environ.get("BROADCASTER_TEST_PG_DB", "broadcaster_test")
-REDIS_DB = os.environ.get("BROADCASTER_TEST_REDIS_DB", "9")
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... under -n
+_XDIST_INDEX = int(_XDIST_WORKER[2:]) if _XDIST_WORKER.startswith("gw") else 0
+PG_DB = os.environ.get("BROADCASTER_TEST_PG_DB", "broadcaster_test") + (
+    f"_{_XDIST_WORKER}" if _XDIST_WORKER else ""
+)
+REDIS_DB = str(int(os.environ.get("BROADCASTER_TEST_REDIS_DB", "9")) + _XDIST_INDEX)
 MY_DB = os.environ.get("BROADCASTER_TEST_MY_DB", f"{PG_DB}_my")
 """Override these to run two test sessions side by side on one machine's servers (the
-MariaDB database is named after the PostgreSQL one unless BROADCASTER_TEST_MY_DB says)."""
+MariaDB database is named after the PostgreSQL one unless BROADCASTER_TEST_MY_DB says).
+Each pytest-xdist worker takes its own: the PostgreSQL/MariaDB names get the worker's id
+(`broadcaster_test_gw1`), the Redis database number the worker's index added (9, 10)."""
 _found: dict[str, Found] = {}
 
 
@@ -168,6 +174,27 @@ the web API, chaos) reads the database through the same store, and running all o
 third time would cost minutes; poison rows on MariaDB are in test_mysql_poison.py (the
 other two databases' odd values are not MySQL's). BROADCASTER_TEST_MARIADB=all runs every
 `db_url` test on MariaDB too."""
+
+
+SHARED_BY_MODULE = {
+    "tests.integration.test_rabbitmq": "rabbitmq",
+    "tests.system.test_rabbitmq_delivery": "rabbitmq",
+    "tests.chaos.test_chaos": "chaos",
+    "tests.system.test_readme": "readme",
+}
+"""Modules that hold something every xdist worker would share, run by one worker each
+(`--dist loadgroup`): the RabbitMQ system test stops and starts the server's app under
+the other RabbitMQ tests; the chaos rounds use one fixed PostgreSQL database; the README's
+commands start the sandbox on the README's own port, 8800."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = SHARED_BY_MODULE.get(getattr(item.module, "__name__", ""))
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.hookimpl(tryfirst=True)

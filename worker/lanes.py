@@ -5,8 +5,8 @@ comes next. A corp whose calls are slow (or whose next paced moment is far) woul
 queued messages take thread after thread, each waiting for that corp's quota, while
 another corp's messages wait behind them. So each corp gets a lane: at most `capacity`
 threads of this process inside its quota wait or its call; a message for a full lane is
-handed back at once (a short `requeue_later`, no quota spent) and its thread serves the
-next message. Twice the corp's in-flight limit keeps every call slot busy and as many
+handed back at once (`sending` -> `scheduled` a second later, no quota spent, no attempt
+used) and its thread serves the next message. Twice the corp's in-flight limit keeps every call slot busy and as many
 threads waiting for the next paced moment, which is what a corp at full pace needs.
 """
 
