@@ -6,8 +6,9 @@ queued messages take thread after thread, each waiting for that corp's quota, wh
 another corp's messages wait behind them. So each corp gets a lane: at most `capacity`
 threads of this process inside its quota wait or its call; a message for a full lane is
 handed back at once (`sending` -> `scheduled` a second later, no quota spent, no attempt
-used) and its thread serves the next message. Twice the corp's in-flight limit keeps every call slot busy and as many
-threads waiting for the next paced moment, which is what a corp at full pace needs.
+used) and its thread serves the next message. Twice the corp's in-flight limit keeps every
+call slot busy and as many threads waiting for the next paced moment, which is what a corp
+at full pace needs.
 """
 
 from __future__ import annotations
