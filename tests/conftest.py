@@ -3,9 +3,11 @@ settings."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,19 +184,27 @@ SHARED_BY_MODULE = {
     "tests.chaos.test_chaos": "chaos",
     "tests.system.test_readme": "readme",
 }
-"""Modules that hold something every xdist worker would share, run by one worker each
-(`--dist loadgroup`): the RabbitMQ system test stops and starts the server's app under
-the other RabbitMQ tests; the chaos rounds use one fixed PostgreSQL database; the README's
-commands start the sandbox on the README's own port, 8800."""
+"""Modules that hold something every xdist worker would share: the RabbitMQ system test
+stops and starts the server's app under the other RabbitMQ tests; the chaos rounds use one
+fixed PostgreSQL database; the README's commands start the sandbox on the README's own
+port, 8800. Modules of one group take turns (a lock file); `--dist loadfile` keeps each
+module on one worker."""
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
+@pytest.fixture(scope="module", autouse=True)
+def one_worker_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A module of `SHARED_BY_MODULE` holds its group's lock file while it runs, so no
+    other pytest process (an xdist worker, a second session) runs one of the group then.
+    (xdist's own `xdist_group` marks are lost under pytest 9.2, which renamed the node id
+    attribute xdist rewrites.)"""
+    group = SHARED_BY_MODULE.get(request.module.__name__)
+    if group is None:
+        yield
         return
-    for item in items:
-        group = SHARED_BY_MODULE.get(getattr(item.module, "__name__", ""))
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+    lock = Path(tempfile.gettempdir()) / f"broadcaster-tests-{group}.lock"
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 @pytest.hookimpl(tryfirst=True)
