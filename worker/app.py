@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import dramatiq
 import structlog
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
 from broadcaster.bootstrap import Bootstrap
@@ -25,6 +24,7 @@ from broadcaster.broker.rabbitmq import (
     check_broker,
     make_rabbitmq_broker,
 )
+from broadcaster.broker.wake import WakingRedisBroker
 from broadcaster.errors import BroadcasterError, CredentialsRejected
 from broadcaster.ops.readiness import wait_for
 from broadcaster.process_metrics import TimedVendor, WorkerMetrics
@@ -145,10 +145,9 @@ def build_worker_app(
         priority=0,
         options={},
     )
-    # An idle consumer sleeps up to worker_timeout between fetches: 100 ms of that was the
-    # largest step of a due row's lateness left (bench.lateness); 20 ms costs ~50 idle
-    # fetches a second per process.
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=20)
+    # worker_timeout: how often threads look up from an empty work queue (to stop). An idle
+    # Redis consumer does not poll at this pace: it waits on a wake-up (broker/wake.py).
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     # Dramatiq prefetches 2 x threads by default; a message prefetched is a message
     # another process cannot take. Threads + 2 keeps every thread fed.
     worker.queue_prefetch = prefetch or threads + 2
@@ -172,7 +171,7 @@ def build_broker(
     # second) puts them back at the head of the queue once silent for
     # BROKER_HEARTBEAT_TIMEOUT_S; the broker's own random maintenance uses the same timeout.
     timeout_s = settings.broker_heartbeat_timeout_s
-    broker = RedisBroker(
+    broker = WakingRedisBroker(
         client=redis_client,
         middleware=[BindJobContext()],
         heartbeat_timeout=round(timeout_s * 1000),

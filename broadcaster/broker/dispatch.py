@@ -10,6 +10,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
 from broadcaster.broker.messages import QUEUE_NAME, send_broadcast_message
+from broadcaster.broker.wake import push_wake
 from broadcaster.errors import BrokerUnavailable
 
 
@@ -27,7 +28,7 @@ class Dispatcher:
     claim path at ~4.5k jobs/s (bench/claim.py). This sends the broker's own `dispatch`
     script calls, with exactly the arguments `enqueue` passes, through one pipeline; the
     messages are indistinguishable from `broker.enqueue`'s (tests consume them with a real
-    Dramatiq worker).
+    Dramatiq worker). The same round trip wakes idle consumers (broker/wake.py).
     """
 
     def __init__(self, broker: RedisBroker) -> None:
@@ -64,6 +65,7 @@ class Dispatcher:
                             message.encode(),
                         ],
                     )
+                push_wake(pipe, broker.namespace, QUEUE_NAME, len(ids))
                 pipe.execute()
         except redis.RedisError as exc:
             raise EnqueueFailed(f"Redis refused an enqueue: {exc}") from exc

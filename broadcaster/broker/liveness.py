@@ -50,6 +50,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.middleware import Middleware
 
+from broadcaster.broker.wake import WAKE_LUA
 from broadcaster.settings import BROKER_BEAT_S
 
 log = structlog.get_logger("broadcaster.worker")
@@ -67,7 +68,9 @@ DEFAULT_NAMESPACE = "dramatiq"
 """Dramatiq's Redis namespace, the one `worker/app.py`'s broker uses."""
 
 
-REQUEUE_DEAD = """
+REQUEUE_DEAD = (
+    WAKE_LUA
+    + """
 -- KEYS: namespace ; ARGV: now_ms, heartbeat_timeout_ms, queue_name, own broker id,
 --   then field, value pairs of what this worker runs (none before its Worker booted)
 -- Dramatiq's dispatch.lua maintenance for one queue, with LPUSH in place of RPUSH.
@@ -100,8 +103,10 @@ for _, broker_id in ipairs(dead) do
     redis.call('ZREM', heartbeats, broker_id)
   end
 end
+wake(queue, moved)
 return moved
 """
+)
 
 
 def acks_key(broker: RedisBroker, broker_id: str, queue_name: str) -> str:

@@ -1,0 +1,128 @@
+"""Idle consumers wake when messages land (broker/wake.py), on a real Redis with a real
+Dramatiq Worker: a message is taken at once although an idle consumer fetches only once a
+second, an idle process costs a handful of fetches, and the wake list stays bounded."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import dramatiq
+import redis
+
+from broadcaster.broker import wake
+from broadcaster.broker.dispatch import Dispatcher
+from broadcaster.broker.liveness import Liveness
+from broadcaster.broker.messages import ACTOR_NAME, QUEUE_NAME
+from broadcaster.broker.wake import WakingRedisBroker, wake_key
+from tests.helpers import wait_until
+
+
+class CountingBroker(WakingRedisBroker):
+    """Counts the consumer's fetches (the only thing an idle consumer did before)."""
+
+    fetches = 0
+
+    def do_fetch(self, queue_name: str, prefetch: int) -> list[bytes]:  # type: ignore[override]
+        type(self).fetches += 1
+        return self._dispatch("fetch")(queue_name, prefetch)  # what __getattr__ gives
+
+
+def _worker(client: redis.Redis, taken: dict[int, float]) -> tuple[dramatiq.Worker, CountingBroker]:
+    broker = CountingBroker(client=client, middleware=[])
+
+    def send_broadcast(job_id: int) -> None:
+        taken[job_id] = time.monotonic()
+
+    dramatiq.Actor(
+        send_broadcast,
+        broker=broker,
+        actor_name=ACTOR_NAME,
+        queue_name=QUEUE_NAME,
+        priority=0,
+        options={},
+    )
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    return worker, broker
+
+
+def test_an_idle_worker_takes_a_message_at_once_and_polls_once_a_second(
+    redis_client: redis.Redis,
+) -> None:
+    taken: dict[int, float] = {}
+    worker, _ = _worker(redis_client, taken)
+    dispatcher = Dispatcher(WakingRedisBroker(client=redis_client, middleware=[]))
+    try:
+        time.sleep(0.3)  # let both consumers go idle (the point of the test)
+        CountingBroker.fetches = 0
+        idle_started = time.monotonic()
+        delays = []
+        for job_id in range(1, 6):
+            time.sleep(0.4)  # idle between messages: each must be woken, not polled
+            sent = time.monotonic()
+            dispatcher.enqueue([job_id])
+            wait_until(lambda job_id=job_id: job_id in taken, timeout=5, every=0.005)
+            delays.append(taken[job_id] - sent)
+        idle_s = time.monotonic() - idle_started
+    finally:
+        worker.stop(timeout=2000)
+    assert max(delays) < wake.IDLE_WAIT_S / 3, f"woken, not polled: {delays}"
+    # Two consumers (the queue and its delay queue), one fetch a second each when idle,
+    # plus one per wake-up; at Dramatiq's 20 ms poll this would be ~100 a second.
+    assert CountingBroker.fetches <= 2 * (idle_s / wake.IDLE_WAIT_S + 1) + 2 * 5, (
+        CountingBroker.fetches,
+        idle_s,
+    )
+
+
+def test_a_batch_wakes_every_idle_process(redis_client: redis.Redis) -> None:
+    taken: dict[int, float] = {}
+    workers = [_worker(redis_client, taken)[0] for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        sent = time.monotonic()
+        Dispatcher(WakingRedisBroker(client=redis_client, middleware=[])).enqueue(range(1, 31))
+        wait_until(lambda: len(taken) == 30, timeout=5, every=0.005)
+    finally:
+        for worker in workers:
+            worker.stop(timeout=2000)
+    assert max(taken.values()) - sent < wake.IDLE_WAIT_S / 2
+
+
+def test_the_wake_list_is_bounded_and_expires(redis_client: redis.Redis) -> None:
+    broker = WakingRedisBroker(client=redis_client, middleware=[])
+    Dispatcher(broker).enqueue(range(1, 201))
+    Dispatcher(broker).enqueue(range(201, 401))
+    key = wake_key(broker.namespace, QUEUE_NAME)
+    assert redis_client.llen(key) == wake.WAKE_TOKENS_MAX
+    assert 0 < redis_client.pttl(key) <= wake.WAKE_TTL_MS
+    assert redis_client.llen(f"dramatiq:{QUEUE_NAME}") == 400, "tokens capped, not messages"
+
+
+def test_a_dead_workers_requeued_messages_wake_the_living(redis_client: redis.Redis) -> None:
+    producer = WakingRedisBroker(client=redis_client, middleware=[], heartbeat_timeout=300)
+    Dispatcher(producer).enqueue(range(1, 4))
+    key = wake_key(producer.namespace, QUEUE_NAME)
+    redis_client.delete(key)
+    dead = WakingRedisBroker(client=redis_client, middleware=[], heartbeat_timeout=300)
+    consumer = dead.consume(QUEUE_NAME, prefetch=3, timeout=100)
+    assert next(consumer) is not None
+    survivor = Liveness(
+        WakingRedisBroker(client=redis_client, middleware=[], heartbeat_timeout=300), QUEUE_NAME
+    )
+    wait_until(lambda: survivor.beat() == 3, timeout=5, every=0.05)
+    assert redis_client.llen(key) == 3
+
+
+def test_a_consumer_blocked_on_its_wake_list_lets_the_worker_stop(
+    redis_client: redis.Redis,
+) -> None:
+    """Stopping waits for the consumer's BLPOP at most: about IDLE_WAIT_S, not more."""
+    worker, _ = _worker(redis_client, {})
+    time.sleep(0.3)
+    stopped = threading.Event()
+    started = time.monotonic()
+    threading.Thread(target=lambda: (worker.stop(timeout=5000), stopped.set())).start()
+    assert stopped.wait(wake.IDLE_WAIT_S * 3), "the worker did not stop"
+    assert time.monotonic() - started < wake.IDLE_WAIT_S * 2.5
