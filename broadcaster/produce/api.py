@@ -141,12 +141,13 @@ class JobRequest(BaseModel):
             )
         return self
 
-    def to_rows(self) -> list[dict[str, Any]]:
-        """Validated table rows: one, or one per 2000-group part of a large audience."""
+    def to_rows(self, *, storable_text: bool = False) -> list[dict[str, Any]]:
+        """Validated table rows: one, or one per 2000-group part of a large audience.
+        `storable_text`: see `parse_payload`."""
         parts = split_audience(self.payload)
         rows = []
         for number, part in enumerate(parts, start=1):
-            body = parse_payload(part).to_vendor_json()
+            body = parse_payload(part, storable_text=storable_text).to_vendor_json()
             key = self.dedupe_key
             if key is not None and len(parts) > 1:
                 key = f"{key}#{number}"

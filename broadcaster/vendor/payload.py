@@ -124,7 +124,7 @@ def unstorable(text: str) -> str | None:
 _NUL_OR_SURROGATE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
 
 
-def _storable_json_text(text: str) -> bool:
+def storable_json_text(text: str) -> bool:
     """True when JSON text cannot decode to a string `unstorable` refuses, so the walk over
     every string of the body can be skipped (the claim parses every row it sends): a NUL
     or a surrogate can only come from a raw one in the text or a `\\u` escape. An emoji
@@ -220,12 +220,17 @@ class GroupMessage(_Strict):
         return body
 
 
-def parse_payload(raw: str | bytes | dict[str, Any]) -> GroupMessage:
-    """Validate a payload from any producer; raise `InvalidPayload` naming every problem."""
-    context = None
+def parse_payload(
+    raw: str | bytes | dict[str, Any], *, storable_text: bool = False
+) -> GroupMessage:
+    """Validate a payload from any producer; raise `InvalidPayload` naming every problem.
+
+    `storable_text`: a dict the caller parsed from JSON text that passed
+    `storable_json_text` (the importer checks each line), so its strings need no walk."""
+    context = {"storable_text": True} if storable_text else None
     if isinstance(raw, str | bytes):
         text = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
-        if _storable_json_text(text):
+        if storable_json_text(text):
             context = {"storable_text": True}
         try:
             raw = json.loads(raw)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -173,3 +174,37 @@ def test_a_large_batch_dedupes_within_itself_and_against_the_table(store: JobSto
     assert result.job_ids == sorted(result.job_ids)
     names = [json.loads(store.get(job_id).payload)["name"] for job_id in result.job_ids[:3]]
     assert names == ["n0", "n1", "n2"], "rows go in the order given"
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_key_committed_during_a_bulk_insert_is_a_duplicate_not_an_error(
+    engine: Engine, store: JobStore
+) -> None:
+    """The COPY path looks up the keys already held, then copies the rest straight in: a
+    key another producer commits in between makes the COPY wait on it and then fail, and
+    the batch goes in the staged way (INSERT … ON CONFLICT) instead, the key a duplicate."""
+    other = engine.connect()
+    other.begin()
+    other.execute(
+        text(
+            "INSERT INTO broadcast_jobs (corp_id, payload, send_at, dedupe_key) "
+            "VALUES ('corp-a', :payload, now(), 'race-250')"
+        ),
+        {"payload": json.dumps(body(name="first"))},
+    )
+    committer = threading.Timer(0.5, lambda: (other.commit(), other.close()))
+    committer.start()
+    items = [{"payload": body(name=f"n{i}"), "dedupe_key": f"race-{i}"} for i in range(500)]
+    try:
+        result = schedule_many(items, store=store, batch_size=1000)
+    finally:
+        committer.join()
+    assert result.duplicate_keys == ["race-250"]
+    assert len(result.job_ids) == 499 and result.job_ids == sorted(result.job_ids)
+    with engine.connect() as connection:
+        names = connection.execute(
+            text("SELECT payload FROM broadcast_jobs WHERE dedupe_key = 'race-250'")
+        ).scalars()
+        assert [json.loads(payload)["name"] for payload in names] == ["first"]
+        count = connection.execute(text("SELECT count(*) FROM broadcast_jobs")).scalar_one()
+    assert count == 500

@@ -144,9 +144,13 @@ class InsertStore(StoreBase):
         return found
 
     def _copy_jobs(self, rows: Sequence[dict[str, Any]]) -> InsertResult:
-        """PostgreSQL bulk path: COPY into a temporary table, then one INSERT … SELECT …
-        ON CONFLICT DO NOTHING. A multi-row VALUES statement spent most of its time in the
-        driver parsing its own giant SQL text (bench/import_speed.py: 3x faster this way).
+        """PostgreSQL bulk path. First the direct way: the keys already held are looked up
+        (one index probe a key), the batch's ids are taken from the sequence and the new
+        rows are COPYed straight into `broadcast_jobs`. Should that meet a key another
+        producer wrote in the meantime (a unique violation), the batch goes the staged way:
+        COPY into a temporary table, then one INSERT … SELECT … ON CONFLICT DO NOTHING.
+        The direct way is ~1.5x faster (bench/import_speed.py); the staged way was already
+        3x faster than a multi-row VALUES statement, whose SQL text the driver parsed.
 
         The driver's errors are raised here as `RowsRefused` (a value the database will not
         take, e.g. a NUL in text) or `JobStoreError`, like the other path's: psycopg's own
@@ -154,13 +158,51 @@ class InsertStore(StoreBase):
         import psycopg
 
         try:
-            return self._copy_jobs_raw(rows)
+            try:
+                return self._copy_jobs_direct(rows)
+            except psycopg.errors.UniqueViolation:
+                return self._copy_jobs_raw(rows)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             raise RowsRefused(f"database error: {first_line(exc)}") from exc
         except (OverflowError, UnicodeError, ValueError) as exc:
             raise RowsRefused(f"database refused a value: {exc}") from exc
         except psycopg.Error as exc:
             raise JobStoreError(f"database error: {first_line(exc)}") from exc
+
+    def _copy_jobs_direct(self, rows: Sequence[dict[str, Any]]) -> InsertResult:
+        keys = [key for row in rows if (key := row.get("dedupe_key")) is not None]
+        with self._begin() as connection:
+            driver: Any = connection.connection.driver_connection  # psycopg's, never None here
+            cursor = driver.cursor()
+            held: set[str] = set()
+            if keys:
+                cursor.execute(
+                    "SELECT dedupe_key FROM broadcast_jobs WHERE dedupe_key = ANY(%s)", (keys,)
+                )
+                held = {key for (key,) in cursor.fetchall()}
+            fresh = []
+            for row in rows:  # a key held, or met earlier in `rows`, is skipped
+                key = row.get("dedupe_key")
+                if key is not None:
+                    if key in held:
+                        continue
+                    held.add(key)
+                fresh.append(row)
+            if not fresh:
+                return InsertResult([], _skipped_keys(rows, []))
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence('broadcast_jobs', 'id')) "
+                "FROM generate_series(1, %s)",
+                (len(fresh),),
+            )
+            ids = sorted(job_id for (job_id,) in cursor.fetchall())
+            with cursor.copy(f"COPY broadcast_jobs (id, {STAGED}) FROM STDIN") as copy:
+                for job_id, row in zip(ids, fresh, strict=True):
+                    copy.write_row((job_id, *(row.get(column) for column in STAGED_COLUMNS)))
+        inserted = [
+            _Inserted(job_id, row.get("dedupe_key")) for job_id, row in zip(ids, fresh, strict=True)
+        ]
+        return InsertResult(ids, _skipped_keys(rows, inserted))
 
     def _copy_jobs_raw(self, rows: Sequence[dict[str, Any]]) -> InsertResult:
         with self._begin() as connection:
