@@ -22,7 +22,6 @@ import codecs
 import csv
 import json
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -215,8 +214,7 @@ def import_file(
     pending: Pending = []
     rows = 0
     number = 0
-    handle = path.open(encoding="utf-8-sig", newline="")
-    with handle, _Inserter(store, report) as inserter:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         for number, record, storable_text in read_records(handle, fmt):
             report.lines += 1
             if isinstance(record, str):
@@ -232,47 +230,13 @@ def import_file(
                     pending.append((number, line_rows))
                     rows += len(line_rows)
             if rows >= batch_size:
-                inserter.submit(pending, number)
-                pending = []
+                _flush_or_stop(store, pending, report, number)
                 rows = 0
             if on_progress and report.lines % 1000 == 0:
                 on_progress(report.lines)
-        inserter.submit(pending, number)
+    _flush_or_stop(store, pending, report, number)
     report.rejected.sort(key=lambda rejected: rejected[0])
     return report
-
-
-class _Inserter:
-    """Inserts one batch on a thread of its own while the next batch is parsed: the
-    database's work (and the driver's wait on it) overlaps ours, a third of the import's
-    time (bench/import_speed.py). One batch at a time, in order, so a database failure still
-    stops the import at a batch boundary: `submit` raises it, naming how far it got."""
-
-    def __init__(self, store: JobStore, report: ImportReport) -> None:
-        self._store = store
-        self._report = report
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-insert")
-        self._running: Future[None] | None = None
-
-    def submit(self, pending: Pending, line: int) -> None:
-        """Wait for the batch in flight (raising its failure), then start this one."""
-        self.wait()
-        self._running = self._pool.submit(_flush_or_stop, self._store, pending, self._report, line)
-
-    def wait(self) -> None:
-        running, self._running = self._running, None
-        if running is not None:
-            running.result()
-
-    def __enter__(self) -> _Inserter:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        try:
-            if exc_info[0] is None:
-                self.wait()
-        finally:
-            self._pool.shutdown(wait=True)
 
 
 def count_lines(path: Path) -> int:
