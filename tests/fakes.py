@@ -75,7 +75,7 @@ class FakeJobStore:
     """`SchedulerStore` and `SendStore` in memory: a dict of job records by id.
 
     Same state machine as `JobStore` for claim_due, release, next_due_at, recover,
-    queued_by_corp, start_sending, requeue_later, hand_back and finish (proved by the contract
+    queued_by_corp, start_sending, hand_back and finish (proved by the contract
     suite). What it does NOT do: screen rows for bad payloads or values of odd types
     (`screening.py`), clean error text for storage (`storable_text`), or anything
     concurrent. Those stay proven on real databases only. `add` seeds a job without
@@ -231,15 +231,6 @@ class FakeJobStore:
         job.updated_at = now
         job.last_call_at = now
         return SendingJob(job.id, self._corp(job), job.payload, job.attempts, job.max_attempts)
-
-    def requeue_later(self, job_id: int, now: datetime, delay_s: float) -> bool:
-        job = self.jobs.get(job_id)
-        if job is None or job.status != JobStatus.QUEUED:
-            return False
-        self._move(
-            job, now, status=JobStatus.SCHEDULED, not_before=now + timedelta(seconds=delay_s)
-        )
-        return True
 
     def hand_back(self, job_id: int, now: datetime, delay_s: float) -> bool:
         job = self.jobs.get(job_id)

@@ -55,11 +55,11 @@ class BroadcastIn(JobRequest):
                 raise ValueError(str(exc).removeprefix("payload invalid: ")) from None
         return CheckedPayload(value, bodies)
 
-    def to_rows(self) -> list[dict[str, Any]]:
+    def to_rows(self, *, storable_text: bool = False) -> list[dict[str, Any]]:
         """JobRequest.to_rows on the bodies already built (the part keys KEY#1, KEY#2, …
         named as it names them)."""
         if not isinstance(self.payload, CheckedPayload):
-            return super().to_rows()
+            return super().to_rows(storable_text=storable_text)
         bodies = self.payload.bodies
         key = self.dedupe_key
         return [

@@ -124,7 +124,8 @@ class StoreContract:
         assert store.next_due_at() == NOW - timedelta(hours=1)
         store.claim_due(NOW, 10, LEASE_S)
         assert store.next_due_at() == NOW + timedelta(minutes=5)
-        assert store.requeue_later(past, NOW, 30)
+        assert store.start_sending(past, NOW, LEASE_S) is not None
+        assert store.hand_back(past, NOW, 30)
         assert store.next_due_at() == NOW + timedelta(seconds=30), "not_before counts"
 
     # ------------------------------------------------------------------ recover
@@ -190,18 +191,6 @@ class StoreContract:
         assert job is not None and job.corp_id == "corp-default"
         assert store.start_sending(stale, NOW + timedelta(seconds=5), LEASE_S) is None
         assert store.get(stale).status == JobStatus.EXPIRED
-
-    def test_requeue_later_waits_without_using_an_attempt(self, store: Store) -> None:
-        job_id = seed(store)
-        store.claim_due(NOW, 10, LEASE_S)
-        assert store.requeue_later(job_id, NOW, 20)
-        row = store.get(job_id)
-        assert (row.status, row.attempts, row.lease_until) == (JobStatus.SCHEDULED, 0, None)
-        assert row.not_before == NOW + timedelta(seconds=20)
-        assert not store.requeue_later(job_id, NOW, 20), "only a queued job"
-        assert store.claim_due(NOW + timedelta(seconds=19), 10, LEASE_S).claimed == []
-        claimed = store.claim_due(NOW + timedelta(seconds=20), 10, LEASE_S).claimed
-        assert [job.id for job in claimed] == [job_id]
 
     def test_hand_back_returns_a_sending_job_to_scheduled_in_one_move(self, store: Store) -> None:
         job = sending(store)

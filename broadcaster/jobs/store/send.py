@@ -243,26 +243,10 @@ class SendingStore(StoreBase):
             row.max_attempts,
         )
 
-    def requeue_later(self, job_id: int, now: datetime, delay_s: float) -> bool:
-        """A `queued` job waits for quota (or a block): back to `scheduled`, not before
-        `now + delay_s`. No attempt is used: the vendor was not called."""
-        with self._begin() as connection:
-            return bool(
-                connection.execute(
-                    move_jobs(
-                        now,
-                        jobs.c.id == job_id,
-                        jobs.c.status == JobStatus.QUEUED,
-                        status=JobStatus.SCHEDULED,
-                        not_before=now + timedelta(seconds=delay_s),
-                    )
-                ).rowcount
-            )
-
     def hand_back(self, job_id: int, now: datetime, delay_s: float) -> bool:
         """A job this worker took to `sending` whose quota is not near (or whose wait
-        failed): back to `scheduled`, not before `now + delay_s`, in one statement. As
-        `requeue_later`: no attempt is used, the vendor was not called. `last_call_at`
+        failed): back to `scheduled`, not before `now + delay_s`, in one statement. No
+        attempt is used: the vendor was not called. `last_call_at`
         goes back to the job's latest recorded call (NULL if none)."""
         latest_call = (
             select(func.max(attempts.c.started_at))
