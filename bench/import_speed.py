@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.common import fresh_database, has_mariadb, median, store_for, table
 from broadcaster.db import make_engine
-from broadcaster.produce.importer import import_file
+from broadcaster.produce.importer import count_lines, import_file, parse_processes_for
 
 BODY = {
     "name": "backfill",
@@ -54,7 +54,8 @@ def ours(kind: str, path: Path) -> float:
     gc.collect()
     gc.freeze()  # as `broadcaster import` does (broadcaster/cli/produce.py)
     started = time.perf_counter()
-    report = import_file(path, store, tz="UTC")
+    processes = parse_processes_for(count_lines(path))  # as `broadcaster import` chooses
+    report = import_file(path, store, tz="UTC", parse_processes=processes)
     elapsed = time.perf_counter() - started
     gc.unfreeze()
     store.engine.dispose()

@@ -17,7 +17,7 @@ from broadcaster.cli.options import BATCH_SIZE, MAX_ATTEMPTS, PRIORITY, SHOW_REJ
 from broadcaster.cli.render import literal
 from broadcaster.errors import InvalidJob, InvalidPayload
 from broadcaster.produce.api import schedule_many
-from broadcaster.produce.importer import count_lines, import_file
+from broadcaster.produce.importer import count_lines, import_file, parse_processes_for
 from broadcaster.timeutil import parse_user_time, utcnow
 
 TZ_HELP = "Zone for times written without an offset (default: DEFAULT_TZ, Asia/Shanghai)."
@@ -188,6 +188,7 @@ def import_jobs(
             fmt=fmt,
             batch_size=batch_size,
             on_progress=lambda done: progress.update(task, completed=done),
+            parse_processes=parse_processes_for(total),
         )
     cli.console.print(
         f"{report.lines} lines: {report.inserted} jobs inserted, "

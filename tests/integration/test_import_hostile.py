@@ -496,3 +496,52 @@ def test_a_database_that_goes_away_stops_the_import_saying_how_far_it_got(
     assert message.startswith("database unavailable: connection refused; import stopped")
     assert "lines before 5 are in (4 jobs inserted, 0 duplicates, 0 rejected)" in message
     assert len(rows_of(engine, "gone")) == 4
+
+
+def test_parsing_processes_give_the_same_import_line_for_line(
+    tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`broadcaster import` parses a large file in processes of their own: the report and
+    the rows must be exactly those of parsing in process, across chunk boundaries (small
+    chunks here), with blank, broken, rejected and duplicate lines among them."""
+    from broadcaster.db import make_engine
+    from broadcaster.produce import importer
+
+    monkeypatch.setattr(importer, "PARALLEL_CHUNK_LINES", 7)
+    lines = []
+    for number in range(60):
+        item = {"payload": body(name=f"n{number}"), "dedupe_key": f"k{number % 50}"}
+        if number % 11 == 3:
+            lines.append("")
+        elif number % 13 == 5:
+            lines.append('{"payload": ')
+        elif number % 17 == 2:
+            lines.append(json.dumps({**item, "payload": {"name": "no audience"}}))
+        else:
+            lines.append(json.dumps({**item, "send_at": "2026-12-12 20:00"}, ensure_ascii=False))
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def imported(processes: int) -> tuple[Any, list[tuple[Any, ...]]]:
+        database = tmp_path / f"jobs-{processes}.db"
+        database.write_bytes(sqlite_template.read_bytes())
+        engine = make_engine(f"sqlite:///{database}")
+        store = JobStore(engine, default_corp="corp-default")
+        report = import_file(
+            path, store, tz="Asia/Shanghai", batch_size=5, parse_processes=processes
+        )
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT id, payload, send_at, dedupe_key FROM broadcast_jobs ORDER BY id")
+            ).all()
+        engine.dispose()
+        return report, [tuple(row) for row in rows]
+
+    in_process, parallel = imported(0), imported(1)
+    assert parallel == in_process
+    report, rows = parallel
+    assert report.lines == 60 - len([line for line in lines if not line])
+    assert report.rejected and report.duplicates == 5 and len(rows) == report.inserted
+    assert [number for number, _ in report.rejected] == sorted(
+        number for number, line in enumerate(lines, start=1) if line and "staff" not in line
+    )
