@@ -126,9 +126,15 @@ def read_records(handle: TextIO, fmt: str) -> Iterator[Record]:
     if fmt == "csv":
         yield from _csv_records(handle)
         return
+    for number, line in _json_lines(handle):
+        yield _json_record(number, line)
+
+
+def _json_lines(handle: TextIO) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each line that is not blank."""
     for number, line in enumerate(handle, start=1):
         if line.strip():
-            yield _json_record(number, line)
+            yield number, line
 
 
 def _json_record(number: int, line: str) -> Record:
@@ -215,8 +221,9 @@ PARALLEL_MIN_LINES = 50_000
 def parse_processes_for(lines: int) -> int:
     """How many parsing processes `broadcaster import` starts for a file of `lines`: none
     for a small file; else about half the cores (the database and this process need the
-    rest), at most 4. `bench.import_speed --rows 300000`: one parser on 2 cores took an
-    import from 0.41 to 0.51 of raw COPY; a second one gained nothing there."""
+    rest), at most 4. `bench.import_speed --rows 300000` on 2 cores: one parser took
+    PostgreSQL from 0.41-0.44 to 0.46 of raw COPY (0.51 in one run); a second one gained
+    nothing there."""
     if lines < PARALLEL_MIN_LINES:
         return 0
     return max(1, min(4, (os.cpu_count() or 2) // 2))
@@ -297,12 +304,11 @@ def _parsed(handle: TextIO, fmt: str, tz: str, processes: int) -> Iterator[Parse
 
 def _line_chunks(handle: TextIO) -> Iterator[list[tuple[int, str]]]:
     chunk: list[tuple[int, str]] = []
-    for number, line in enumerate(handle, start=1):
-        if line.strip():
-            chunk.append((number, line))
-            if len(chunk) >= PARALLEL_CHUNK_LINES:
-                yield chunk
-                chunk = []
+    for numbered in _json_lines(handle):
+        chunk.append(numbered)
+        if len(chunk) >= PARALLEL_CHUNK_LINES:
+            yield chunk
+            chunk = []
     if chunk:
         yield chunk
 

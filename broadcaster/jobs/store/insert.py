@@ -180,16 +180,17 @@ class InsertStore(StoreBase):
                     "SELECT dedupe_key FROM broadcast_jobs WHERE dedupe_key = ANY(%s)", (keys,)
                 )
                 held = {key for (key,) in cursor.fetchall()}
-            fresh = []
+            fresh, skipped = [], []
             for row in rows:  # a key held, or met earlier in `rows`, is skipped
                 key = row.get("dedupe_key")
                 if key is not None:
                     if key in held:
+                        skipped.append(key)
                         continue
                     held.add(key)
                 fresh.append(row)
             if not fresh:
-                return InsertResult([], _skipped_keys(rows, []))
+                return InsertResult([], skipped)
             cursor.execute(
                 "SELECT nextval(pg_get_serial_sequence('broadcast_jobs', 'id')) "
                 "FROM generate_series(1, %s)",
@@ -199,10 +200,7 @@ class InsertStore(StoreBase):
             with cursor.copy(f"COPY broadcast_jobs (id, {STAGED}) FROM STDIN") as copy:
                 for job_id, row in zip(ids, fresh, strict=True):
                     copy.write_row((job_id, *(row.get(column) for column in STAGED_COLUMNS)))
-        inserted = [
-            _Inserted(job_id, row.get("dedupe_key")) for job_id, row in zip(ids, fresh, strict=True)
-        ]
-        return InsertResult(ids, _skipped_keys(rows, inserted))
+        return InsertResult(ids, skipped)
 
     def _copy_jobs_raw(self, rows: Sequence[dict[str, Any]]) -> InsertResult:
         with self._begin() as connection:
