@@ -197,7 +197,7 @@ def test_a_connection_rabbitmq_dropped_while_idle_is_reopened_before_publishing(
     with vhost("broadcaster_idle") as url:
         name = url.rsplit("/", 1)[1]
 
-        def connections() -> int:  # open ones in this vhost, where the dispatcher is alone
+        def open_connections() -> set[str]:  # in this vhost, where the dispatcher is alone
             listed = subprocess.run(
                 ["rabbitmqctl", "-q", "list_connections", "-p", name, "name", "state"],
                 capture_output=True,
@@ -206,13 +206,17 @@ def test_a_connection_rabbitmq_dropped_while_idle_is_reopened_before_publishing(
             ).stdout
             # A closed connection stays listed until the client reads the server's close
             # (the idle dispatcher reads nothing): closing or closed counts as gone.
-            states = [line.rsplit("\t", 1)[-1] for line in listed.splitlines() if "->" in line]
-            return len([state for state in states if state not in ("closing", "closed")])
+            rows = [line.rsplit("\t", 1) for line in listed.splitlines() if "->" in line]
+            return {row[0] for row in rows if row[-1] not in ("closing", "closed")}
 
         service = scheduler(store, url + "?heartbeat=1")
         service.dispatcher.connect()  # type: ignore[attr-defined]
         # Exactly the dispatcher's own (a check's connection may still be closing).
-        wait_until(lambda: connections() == 1, timeout=10, every=0.2)
+        (dropped,) = wait_until(
+            lambda: found if len(found := open_connections()) == 1 else None,
+            timeout=10,
+            every=0.2,
+        )
         # RabbitMQ drops it as it drops a connection whose heartbeats stopped (waiting for
         # the server's own heartbeat check took from 3 s to over 20 s on a busy machine).
         subprocess.run(
@@ -220,7 +224,8 @@ def test_a_connection_rabbitmq_dropped_while_idle_is_reopened_before_publishing(
             capture_output=True,
             check=True,
         )
-        wait_until(lambda: connections() == 0, timeout=20, every=0.5)
+        # That connection is gone (by name: a new one may already be open).
+        wait_until(lambda: dropped not in open_connections(), timeout=40, every=0.5)
         ids = schedule_many([{"payload": body(), "send_at": NOW}] * 3, store=store).job_ids
         assert service.tick().enqueued == 3
         assert {store.get(i).status for i in ids} == {JobStatus.QUEUED}
