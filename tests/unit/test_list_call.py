@@ -93,9 +93,9 @@ class Tokens:
 
 def client_for(vendor: Vendor) -> WeibanClient:
     settings = make_settings(weiban_corp_id=CORP, weiban_secret=SECRET, weiban_base_url=BASE)
-    http = httpx.Client(base_url=BASE, transport=httpx.MockTransport(vendor))
+    transport = httpx.MockTransport(vendor)
     unused = redis.Redis(host="127.0.0.1", port=1)  # never reached: tokens are stood in
-    client = WeibanClient(BASE, CorpDirectory(settings), unused, timeout_s=2, http=http)
+    client = WeibanClient(BASE, CorpDirectory(settings), unused, timeout_s=2, transport=transport)
     client.tokens = Tokens(client._fetch_token)  # type: ignore[assignment]
     return client
 
