@@ -17,15 +17,19 @@ no worker does not grow it.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import redis
+import structlog
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff
+from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
+
+log = structlog.get_logger("broadcaster.broker")
 
 WAKE_TOKENS_MAX = 64
 """At most this many tokens wait on a queue's wake list (one per idle consumer is enough;
@@ -79,11 +83,39 @@ class WakingRedisBroker(RedisBroker):
 
 class WakingConsumer(_RedisConsumer):
     """`_RedisConsumer.__next__` (Dramatiq 2.x) with its idle sleep replaced by BLPOP on
-    the queue's wake list. Pinned by tests/integration/test_wake.py."""
+    the queue's wake list, and acks that ride on the next fetch. Pinned by
+    tests/integration/test_wake.py.
+
+    Dramatiq acks each message from the worker thread that ran it: one script call, a
+    Redis round trip and a pool checkout per message, a tenth of a worker's CPU a job in
+    bench.overhead. Here a finished message's id waits in `_pending_acks` and goes out in
+    one pipeline with the consumer's next fetch (the consumer fetches as soon as a thread
+    frees a place, so that is at once under load, or ≤ `BUSY_WAIT_MAX_MS` when every thread
+    was busy). While the consumer blocks on the wake list, and once it is closed, acks go
+    out at once. An ack lost with a connection
+    is what Dramatiq's own ack risks too: the message goes back to the queue when this
+    worker is gone, and its second delivery loses the compare-and-set."""
 
     def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int):
         super().__init__(broker, queue_name, prefetch, timeout)
         self.wake_key = wake_key(broker.namespace, queue_name)
+        self._acks_lock = threading.Lock()
+        self._pending_acks: list[str] = []
+        self._acks_wait = True
+        """Whether an ack may wait for the next fetch (false while the consumer blocks on
+        the wake list or sleeps, and once it is closed)."""
+
+    def ack(self, message: MessageProxy) -> None:
+        with self._acks_lock:
+            if self._acks_wait:
+                self._pending_acks.append(message.options["redis_message_id"])
+                self.queued_message_ids.discard(message.message_id)
+                return
+        super().ack(message)
+
+    def close(self) -> None:
+        self._send_acks_from_now()
+        super().close()
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -101,12 +133,72 @@ class WakingConsumer(_RedisConsumer):
                     self.misses, backoff_ms = compute_backoff(
                         self.misses, max_backoff=BUSY_WAIT_MAX_MS
                     )
-                    time.sleep(backoff_ms / 1000)
+                    time.sleep(backoff_ms / 1000)  # an ack meanwhile goes with the next fetch
                     return None
-                self.message_cache = self.broker.do_fetch(self.queue_name, room)
+                self.message_cache = self._fetch(room)
                 if not self.message_cache:
                     # Back to the Worker either way: it handles acks between calls.
+                    self._send_acks_from_now()
                     self.broker.client.blpop([self.wake_key], timeout=IDLE_WAIT_S)
+                    self._let_acks_wait()
                     return None
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None
+
+    def _fetch(self, room: int) -> list[bytes]:
+        """Up to `room` messages, in one round trip with the acks waiting."""
+        with self._acks_lock:
+            acks, self._pending_acks = self._pending_acks, []
+        if not acks:
+            return list(self.broker.do_fetch(self.queue_name, room))
+        try:
+            return list(self._dispatch_pipeline(acks, ("fetch", room))[-1])
+        except redis.RedisError:
+            with self._acks_lock:  # an ack is idempotent: sent again with the next fetch
+                self._pending_acks[:0] = acks
+            raise
+
+    def _send_acks_from_now(self) -> None:
+        """Acks go out at once until `_let_acks_wait`; the waiting ones go now."""
+        with self._acks_lock:
+            self._acks_wait = False
+            acks, self._pending_acks = self._pending_acks, []
+        if acks:
+            try:
+                self._dispatch_pipeline(acks)
+            except redis.RedisError as exc:
+                log.warning(
+                    "broker_ack_failed",
+                    messages=len(acks),
+                    error=str(exc),
+                    consequence="redelivered once this worker is gone; ignored then",
+                )
+
+    def _let_acks_wait(self) -> None:
+        with self._acks_lock:
+            self._acks_wait = True
+
+    def _dispatch_pipeline(self, acks: list[str], *more: tuple[str, int]) -> list[Any]:
+        """Dramatiq's `dispatch` script, once per ack and per command in `more`, in one
+        pipeline: the arguments `RedisBroker._dispatch` builds (Dramatiq 2.x)."""
+        broker = self.broker
+        script = broker.scripts["dispatch"]
+        pipeline = broker.client.pipeline(transaction=False)
+        commands = [("ack", message_id) for message_id in acks] + list(more)
+        for command, argument in commands:
+            script(
+                keys=[broker.namespace],
+                args=[
+                    command,
+                    current_millis(),
+                    self.queue_name,
+                    broker.broker_id,
+                    broker.heartbeat_timeout,
+                    broker.dead_message_ttl,
+                    broker._should_do_maintenance(command),
+                    broker._max_unpack_size(),
+                    argument,
+                ],
+                client=pipeline,
+            )
+        return list(pipeline.execute())

@@ -126,3 +126,47 @@ def test_a_consumer_blocked_on_its_wake_list_lets_the_worker_stop(
     threading.Thread(target=lambda: (worker.stop(timeout=5000), stopped.set())).start()
     assert stopped.wait(wake.IDLE_WAIT_S * 3), "the worker did not stop"
     assert time.monotonic() - started < wake.IDLE_WAIT_S * 2.5
+
+
+def test_every_message_is_acked_while_the_worker_runs_most_with_a_fetch(
+    redis_client: redis.Redis,
+) -> None:
+    """Acks that wait for the next fetch still all reach Redis, soon, with the worker
+    running (a message left in its ack set would be delivered again after it stops)."""
+    sent_with_fetch = []
+
+    class Recording(wake.WakingConsumer):
+        def _dispatch_pipeline(self, acks, *more):  # type: ignore[no-untyped-def]
+            sent_with_fetch.append(len(acks) if more else 0)
+            return super()._dispatch_pipeline(acks, *more)
+
+    class Broker(WakingRedisBroker):
+        def consume(self, queue_name, prefetch=1, timeout=5000):  # type: ignore[no-untyped-def]
+            return Recording(self, queue_name, prefetch, timeout)
+
+    broker = Broker(client=redis_client, middleware=[])
+    taken: set[int] = set()
+
+    def send_broadcast(job_id: int) -> None:
+        time.sleep(0.002)  # a little work, so the consumer finds threads busy
+        taken.add(job_id)
+
+    dramatiq.Actor(
+        send_broadcast,
+        broker=broker,
+        actor_name=ACTOR_NAME,
+        queue_name=QUEUE_NAME,
+        priority=0,
+        options={},
+    )
+    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
+    worker.start()
+    acks = f"dramatiq:__acks__.{broker.broker_id}.{QUEUE_NAME}"
+    try:
+        Dispatcher(WakingRedisBroker(client=redis_client, middleware=[])).enqueue(range(1, 301))
+        wait_until(lambda: len(taken) == 300, timeout=10, every=0.01)
+        wait_until(lambda: redis_client.scard(acks) == 0, timeout=wake.IDLE_WAIT_S * 3)
+        assert redis_client.hlen(f"dramatiq:{QUEUE_NAME}.msgs") == 0
+    finally:
+        worker.stop(timeout=2000)
+    assert sum(sent_with_fetch) > 150, f"most acks should ride on a fetch: {sent_with_fetch}"

@@ -12,6 +12,7 @@ about an eighth of a worker's. SQLite and MySQL/MariaDB (no UPDATE … RETURNING
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import Enum
@@ -36,7 +37,6 @@ from broadcaster.errors import JobStoreError
 from broadcaster.jobs.screening import sending_problem
 from broadcaster.jobs.states import CERTAIN_OUTCOMES, JobStatus
 from broadcaster.jobs.store.base import (
-    AnyRow,
     SendingJob,
     StoreBase,
     expire_jobs,
@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 
 _TAKEN = (jobs.c.id, jobs.c.corp_id, jobs.c.payload, jobs.c.attempts, jobs.c.max_attempts)
 """What the vendor call needs of a job taken to `sending`."""
+_TakenRow = namedtuple("_TakenRow", [column.name for column in _TAKEN])  # type: ignore[misc]
+"""A row of `_TAKEN` as psycopg returns it (a plain tuple), named once here rather than by
+a row factory that reads the cursor's description on every statement."""
 
 
 def _start_statement(job_id: Any, now: Any, lease_until: Any) -> Update:
@@ -162,10 +165,9 @@ class SendingStore(StoreBase):
 
     def _run_once(self, compiled: _Compiled, values: dict[str, Any]) -> Any:
         """PostgreSQL: one statement in autocommit on a pooled psycopg connection (one
-        round trip); its first row (a named tuple). A driver error is a one-line
+        round trip); its first row (a plain tuple). A driver error is a one-line
         `JobStoreError`, and a connection that broke is dropped from the pool."""
         import psycopg
-        from psycopg.rows import namedtuple_row
 
         try:
             pooled = self.engine.raw_connection()
@@ -175,7 +177,7 @@ class SendingStore(StoreBase):
         try:
             driver.autocommit = True
             try:
-                with driver.cursor(row_factory=namedtuple_row) as cursor:
+                with driver.cursor() as cursor:
                     cursor.execute(compiled.sql, compiled.params(values))
                     return cursor.fetchone()
             finally:
@@ -196,9 +198,11 @@ class SendingStore(StoreBase):
         lease_until = now + timedelta(seconds=lease_s)
         params = {"job_id": job_id, "p_now": now, "p_lease": lease_until}
         postgresql = self._psycopg()
-        taken: list[AnyRow] = []
+        taken: list[Any] = []  # SQLAlchemy rows, or one `_TakenRow`
+        row: Any
         if postgresql:
-            row = self._run_once(self._compiled("start", lambda: _START_RETURNING), params)
+            found = self._run_once(self._compiled("start", lambda: _START_RETURNING), params)
+            row = None if found is None else _TakenRow._make(found)
             taken = [] if row is None else [row]
             if row is not None and sending_problem(row) is None:
                 return self._sending_job(row)
@@ -234,7 +238,7 @@ class SendingStore(StoreBase):
                 return None
         return self._sending_job(row)
 
-    def _sending_job(self, row: AnyRow) -> SendingJob:
+    def _sending_job(self, row: Any) -> SendingJob:
         return SendingJob(
             row.id,
             row.corp_id or self.default_corp or "",
