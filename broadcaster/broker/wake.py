@@ -17,6 +17,7 @@ no worker does not grow it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -103,7 +104,9 @@ class WakingConsumer(_RedisConsumer):
         self._pending_acks: list[str] = []
         self._acks_wait = True
         """Whether an ack may wait for the next fetch (false while the consumer blocks on
-        the wake list or sleeps, and once it is closed)."""
+        the wake list, and once it is closed)."""
+        self._woken_unfetched = False
+        """A token was popped and no fetch followed yet: passed on if this consumer stops."""
 
     def ack(self, message: MessageProxy) -> None:
         with self._acks_lock:
@@ -115,6 +118,9 @@ class WakingConsumer(_RedisConsumer):
 
     def close(self) -> None:
         self._send_acks_from_now()
+        if self._woken_unfetched:  # the message that token announced is another's now
+            with contextlib.suppress(redis.RedisError):
+                push_wake(self.broker.client, self.broker.namespace, self.queue_name, 1)
         super().close()
 
     def __next__(self) -> MessageProxy | None:
@@ -136,10 +142,12 @@ class WakingConsumer(_RedisConsumer):
                     time.sleep(backoff_ms / 1000)  # an ack meanwhile goes with the next fetch
                     return None
                 self.message_cache = self._fetch(room)
+                self._woken_unfetched = False
                 if not self.message_cache:
                     # Back to the Worker either way: it handles acks between calls.
                     self._send_acks_from_now()
-                    self.broker.client.blpop([self.wake_key], timeout=IDLE_WAIT_S)
+                    token = self.broker.client.blpop([self.wake_key], timeout=IDLE_WAIT_S)
+                    self._woken_unfetched = token is not None
                     self._let_acks_wait()
                     return None
         except redis.ConnectionError as exc:

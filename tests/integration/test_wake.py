@@ -170,3 +170,19 @@ def test_every_message_is_acked_while_the_worker_runs_most_with_a_fetch(
     finally:
         worker.stop(timeout=2000)
     assert sum(sent_with_fetch) > 150, f"most acks should ride on a fetch: {sent_with_fetch}"
+
+
+def test_a_consumer_stopping_after_its_wake_up_passes_the_token_on(
+    redis_client: redis.Redis,
+) -> None:
+    """Woken but stopped before its fetch: the token goes back, so an idle peer fetches
+    the message now rather than at its next once-a-second look."""
+    broker = WakingRedisBroker(client=redis_client, middleware=[])
+    broker.declare_queue(QUEUE_NAME)
+    consumer = broker.consume(QUEUE_NAME, prefetch=2, timeout=100)
+    key = wake_key(broker.namespace, QUEUE_NAME)
+    wake.push_wake(redis_client, broker.namespace, QUEUE_NAME, 1)
+    assert next(consumer) is None  # an empty fetch, then the token: woken
+    assert redis_client.llen(key) == 0
+    consumer.close()  # stopping now, before the fetch the token asked for
+    assert redis_client.llen(key) == 1
