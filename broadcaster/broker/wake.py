@@ -29,6 +29,7 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
+from redis.exceptions import NoScriptError
 
 log = structlog.get_logger("broadcaster.broker")
 
@@ -76,7 +77,15 @@ end
 
 
 class WakingRedisBroker(RedisBroker):
-    """Dramatiq's RedisBroker whose consumers block on the wake list when idle."""
+    """Dramatiq's RedisBroker whose consumers block on the wake list when idle and send
+    their acks with their fetches."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unsent_acks: dict[str, list[str]] = {}
+        """Acks a consumer could not send before it closed (Redis unreachable): the next
+        consumer of the queue (Dramatiq restarts one after a connection error) sends them
+        first."""
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> _RedisConsumer:
         return WakingConsumer(self, queue_name, prefetch, timeout)
@@ -93,18 +102,22 @@ class WakingConsumer(_RedisConsumer):
     one pipeline with the consumer's next fetch (the consumer fetches as soon as a thread
     frees a place, so that is at once under load, or ≤ `BUSY_WAIT_MAX_MS` when every thread
     was busy). While the consumer blocks on the wake list, and once it is closed, acks go
-    out at once. An ack lost with a connection
-    is what Dramatiq's own ack risks too: the message goes back to the queue when this
-    worker is gone, and its second delivery loses the compare-and-set."""
+    out at once, as Dramatiq's do. An ack that fails is kept and sent again (an ack is
+    idempotent); one still unsent when the consumer closes passes to the queue's next
+    consumer (`WakingRedisBroker.unsent_acks`). Only when the process stops with Redis
+    unreachable are acks lost; their messages then go back to the queue once this worker
+    is gone, and their second delivery loses the compare-and-set."""
 
     def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int):
         super().__init__(broker, queue_name, prefetch, timeout)
         self.wake_key = wake_key(broker.namespace, queue_name)
         self._acks_lock = threading.Lock()
-        self._pending_acks: list[str] = []
+        unsent = getattr(broker, "unsent_acks", {})
+        self._pending_acks: list[str] = unsent.pop(queue_name, [])
         self._acks_wait = True
         """Whether an ack may wait for the next fetch (false while the consumer blocks on
         the wake list, and once it is closed)."""
+        self._closed = False
         self._woken_unfetched = False
         """A token was popped and no fetch followed yet: passed on if this consumer stops."""
 
@@ -114,10 +127,22 @@ class WakingConsumer(_RedisConsumer):
                 self._pending_acks.append(message.options["redis_message_id"])
                 self.queued_message_ids.discard(message.message_id)
                 return
-        super().ack(message)
+        super().ack(message)  # Dramatiq's own: its caller retries it on a connection error
 
     def close(self) -> None:
-        self._send_acks_from_now()
+        with self._acks_lock:
+            self._closed, self._acks_wait = True, False
+            acks, self._pending_acks = self._pending_acks, []
+        if acks:
+            try:
+                self._send(acks)
+            except redis.RedisError as exc:  # `_send` kept them for the next consumer
+                log.warning(
+                    "broker_acks_unsent",
+                    messages=len(acks),
+                    error=str(exc),
+                    consequence="the queue's next consumer in this process sends them",
+                )
         if self._woken_unfetched:  # the message that token announced is another's now
             with contextlib.suppress(redis.RedisError):
                 push_wake(self.broker.client, self.broker.namespace, self.queue_name, 1)
@@ -153,60 +178,93 @@ class WakingConsumer(_RedisConsumer):
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None
 
-    def _fetch(self, room: int) -> list[bytes]:
-        """Up to `room` messages, in one round trip with the acks waiting."""
+    def _take_acks(self) -> list[str]:
         with self._acks_lock:
             acks, self._pending_acks = self._pending_acks, []
+        return acks
+
+    def _keep(self, acks: list[str]) -> None:
+        """Acks not sent: again with the next fetch, or by the next consumer once closed."""
+        with self._acks_lock:
+            if self._closed:
+                unsent = getattr(self.broker, "unsent_acks", {})
+                unsent.setdefault(self.queue_name, []).extend(acks)
+            else:
+                self._pending_acks[:0] = acks
+
+    def _fetch(self, room: int) -> list[bytes]:
+        """Up to `room` messages, in one round trip with the acks waiting."""
+        acks = self._take_acks()
         if not acks:
             return list(self.broker.do_fetch(self.queue_name, room))
-        try:
-            return list(self._dispatch_pipeline(acks, ("fetch", room))[-1])
-        except redis.RedisError:
-            with self._acks_lock:  # an ack is idempotent: sent again with the next fetch
-                self._pending_acks[:0] = acks
-            raise
+        fetched = self._send(acks, fetch=room)
+        assert fetched is not None
+        return fetched
 
     def _send_acks_from_now(self) -> None:
         """Acks go out at once until `_let_acks_wait`; the waiting ones go now."""
         with self._acks_lock:
             self._acks_wait = False
-            acks, self._pending_acks = self._pending_acks, []
-        if acks:
-            try:
-                self._dispatch_pipeline(acks)
-            except redis.RedisError as exc:
-                log.warning(
-                    "broker_ack_failed",
-                    messages=len(acks),
-                    error=str(exc),
-                    consequence="redelivered once this worker is gone; ignored then",
-                )
+        if acks := self._take_acks():
+            self._send(acks)
 
     def _let_acks_wait(self) -> None:
         with self._acks_lock:
-            self._acks_wait = True
+            self._acks_wait = not self._closed
 
-    def _dispatch_pipeline(self, acks: list[str], *more: tuple[str, int]) -> list[Any]:
-        """Dramatiq's `dispatch` script, once per ack and per command in `more`, in one
-        pipeline: the arguments `RedisBroker._dispatch` builds (Dramatiq 2.x)."""
+    def _send(self, acks: list[str], *, fetch: int | None = None) -> list[bytes] | None:
+        """Dramatiq's `dispatch` script once per ack, then a fetch of up to `fetch`
+        messages, in one pipeline (EVALSHA queued directly: a script object in a pipeline
+        would first ask SCRIPT EXISTS, a second round trip). Returns the fetched messages.
+        An ack that fails is kept; a failed round trip keeps them all and raises."""
+        try:
+            replies = self._dispatch_pipeline(acks, fetch)
+        except redis.RedisError:
+            self._keep(acks)
+            raise
+        failed = [ack for ack, reply in zip(acks, replies, strict=False) if _failed(reply)]
+        if failed:
+            self._keep(failed)
+            log.warning("broker_ack_failed", messages=len(failed), error=str(replies[0]))
+        if fetch is None:
+            return None
+        if _failed(replies[-1]):
+            raise replies[-1]
+        return list(replies[-1])
+
+    def _dispatch_pipeline(self, acks: list[str], fetch: int | None) -> list[Any]:
+        """The replies (an error as its exception); a script cache emptied by a Redis
+        restart is refilled and the pipeline sent again (nothing of it ran)."""
         broker = self.broker
         script = broker.scripts["dispatch"]
-        pipeline = broker.client.pipeline(transaction=False)
-        commands = [("ack", message_id) for message_id in acks] + list(more)
-        for command, argument in commands:
-            script(
-                keys=[broker.namespace],
-                args=[
-                    command,
-                    current_millis(),
-                    self.queue_name,
-                    broker.broker_id,
-                    broker.heartbeat_timeout,
-                    broker.dead_message_ttl,
-                    broker._should_do_maintenance(command),
-                    broker._max_unpack_size(),
-                    argument,
-                ],
-                client=pipeline,
-            )
-        return list(pipeline.execute())
+        commands: list[tuple[str, object]] = [("ack", message_id) for message_id in acks]
+        if fetch is not None:
+            commands.append(("fetch", fetch))
+        for _attempt in range(2):
+            pipeline = broker.client.pipeline(transaction=False)
+            for command, argument in commands:
+                pipeline.evalsha(script.sha, 1, broker.namespace, *self._args(command, argument))
+            replies = list(pipeline.execute(raise_on_error=False))
+            if not all(isinstance(reply, NoScriptError) for reply in replies):
+                break
+            broker.client.script_load(script.script)
+        return replies
+
+    def _args(self, command: str, argument: object) -> list[Any]:
+        """The arguments `RedisBroker._dispatch` builds for the script (Dramatiq 2.x)."""
+        broker = self.broker
+        return [
+            command,
+            current_millis(),
+            self.queue_name,
+            broker.broker_id,
+            broker.heartbeat_timeout,
+            broker.dead_message_ttl,
+            broker._should_do_maintenance(command),
+            broker._max_unpack_size(),
+            argument,
+        ]
+
+
+def _failed(reply: object) -> bool:
+    return isinstance(reply, Exception)

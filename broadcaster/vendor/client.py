@@ -284,7 +284,11 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-_HEADERS = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"}
+_HEADERS = {
+    "Content-Type": "application/json; charset=utf-8",
+    "Accept": "application/json",
+    "User-Agent": "broadcaster",  # some gateways refuse a request without one
+}
 
 
 class _AnswerTooLarge(Exception):

@@ -136,9 +136,9 @@ def test_every_message_is_acked_while_the_worker_runs_most_with_a_fetch(
     sent_with_fetch = []
 
     class Recording(wake.WakingConsumer):
-        def _dispatch_pipeline(self, acks, *more):  # type: ignore[no-untyped-def]
-            sent_with_fetch.append(len(acks) if more else 0)
-            return super()._dispatch_pipeline(acks, *more)
+        def _dispatch_pipeline(self, acks, fetch):  # type: ignore[no-untyped-def]
+            sent_with_fetch.append(len(acks) if fetch is not None else 0)
+            return super()._dispatch_pipeline(acks, fetch)
 
     class Broker(WakingRedisBroker):
         def consume(self, queue_name, prefetch=1, timeout=5000):  # type: ignore[no-untyped-def]
@@ -186,3 +186,32 @@ def test_a_consumer_stopping_after_its_wake_up_passes_the_token_on(
     assert redis_client.llen(key) == 0
     consumer.close()  # stopping now, before the fetch the token asked for
     assert redis_client.llen(key) == 1
+
+
+def test_acks_a_closing_consumer_could_not_send_go_with_the_next_consumers_fetch(
+    redis_client: redis.Redis,
+) -> None:
+    """Redis unreachable when the consumer closes (Dramatiq closes and restarts it after a
+    connection error): its acks pass to the queue's next consumer, which sends them with
+    its first fetch, even after Redis lost its script cache."""
+    broker = WakingRedisBroker(client=redis_client, middleware=[])
+    Dispatcher(broker).enqueue([1, 2, 3])
+    consumer = broker.consume(QUEUE_NAME, prefetch=3, timeout=100)
+    messages = [next(consumer) for _ in range(3)]
+    for message in messages:
+        assert message is not None
+        consumer.ack(message)  # they wait for the next fetch
+    acks = f"dramatiq:__acks__.{broker.broker_id}.{QUEUE_NAME}"
+    assert redis_client.scard(acks) == 3
+    reachable = broker.client
+    broker.client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    consumer.close()
+    assert redis_client.scard(acks) == 3
+    assert len(broker.unsent_acks[QUEUE_NAME]) == 3
+    broker.client = reachable
+    redis_client.script_flush()  # as after a Redis restart
+    successor = broker.consume(QUEUE_NAME, prefetch=3, timeout=100)
+    assert next(successor) is None  # nothing to fetch; the acks went with the fetch
+    assert redis_client.scard(acks) == 0
+    assert redis_client.hlen(f"dramatiq:{QUEUE_NAME}.msgs") == 0
+    successor.close()
