@@ -29,7 +29,7 @@ def test_a_chaos_round_keeps_the_promise(kind: str, faults: list[str]) -> None:
     result = Round(0, kind, faults, pg_base=pg, jobs=120, seed=7).run()
     assert result.violations == [], result
     assert {hit.fault for hit in result.faults} == set(faults)
-    assert [hit.fault for hit in result.faults if not hit.proved] == []
+    assert [hit.fault for hit in result.faults if not hit.proved] == [], result
     assert result.lost == 0 and result.duplicates == 0
     # The reconcile path was taken: a created-then-cut-off call found, a 5xx one resent.
     if {"vendor_hang", "vendor_late"} & set(faults):
