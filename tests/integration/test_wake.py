@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import dramatiq
 import redis
@@ -34,6 +35,13 @@ def _worker(client: redis.Redis, taken: dict[int, float]) -> tuple[dramatiq.Work
     def send_broadcast(job_id: int) -> None:
         taken[job_id] = time.monotonic()
 
+    return _started_worker(broker, send_broadcast, threads=2), broker
+
+
+def _started_worker(
+    broker: dramatiq.Broker, send_broadcast: Callable[[int], None], *, threads: int
+) -> dramatiq.Worker:
+    """A real Dramatiq Worker running `send_broadcast` as the scheduler's actor."""
     dramatiq.Actor(
         send_broadcast,
         broker=broker,
@@ -42,9 +50,9 @@ def _worker(client: redis.Redis, taken: dict[int, float]) -> tuple[dramatiq.Work
         priority=0,
         options={},
     )
-    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     worker.start()
-    return worker, broker
+    return worker
 
 
 def test_an_idle_worker_takes_a_message_at_once_and_polls_once_a_second(
@@ -151,16 +159,7 @@ def test_every_message_is_acked_while_the_worker_runs_most_with_a_fetch(
         time.sleep(0.002)  # a little work, so the consumer finds threads busy
         taken.add(job_id)
 
-    dramatiq.Actor(
-        send_broadcast,
-        broker=broker,
-        actor_name=ACTOR_NAME,
-        queue_name=QUEUE_NAME,
-        priority=0,
-        options={},
-    )
-    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
-    worker.start()
+    worker = _started_worker(broker, send_broadcast, threads=4)
     acks = f"dramatiq:__acks__.{broker.broker_id}.{QUEUE_NAME}"
     try:
         Dispatcher(WakingRedisBroker(client=redis_client, middleware=[])).enqueue(range(1, 301))
