@@ -108,12 +108,13 @@ class WakingConsumer(_RedisConsumer):
     unreachable are acks lost; their messages then go back to the queue once this worker
     is gone, and their second delivery loses the compare-and-set."""
 
-    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int):
+    broker: WakingRedisBroker
+
+    def __init__(self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int):
         super().__init__(broker, queue_name, prefetch, timeout)
         self.wake_key = wake_key(broker.namespace, queue_name)
         self._acks_lock = threading.Lock()
-        unsent = getattr(broker, "unsent_acks", {})
-        self._pending_acks: list[str] = unsent.pop(queue_name, [])
+        self._pending_acks: list[str] = broker.unsent_acks.pop(queue_name, [])
         self._acks_wait = True
         """Whether an ack may wait for the next fetch (false while the consumer blocks on
         the wake list, and once it is closed)."""
@@ -187,8 +188,7 @@ class WakingConsumer(_RedisConsumer):
         """Acks not sent: again with the next fetch, or by the next consumer once closed."""
         with self._acks_lock:
             if self._closed:
-                unsent = getattr(self.broker, "unsent_acks", {})
-                unsent.setdefault(self.queue_name, []).extend(acks)
+                self.broker.unsent_acks.setdefault(self.queue_name, []).extend(acks)
             else:
                 self._pending_acks[:0] = acks
 

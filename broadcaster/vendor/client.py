@@ -9,6 +9,7 @@ only, and any text the vendor sends back is masked before it enters an exception
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.request
 from collections.abc import Callable
@@ -90,7 +91,6 @@ class WeibanClient:
             proxy=environment_proxy(self.base_url),
         )
         self._timeouts = httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)).as_dict()
-        self._urls: dict[str, tuple[str, httpx.URL]] = {}
         self.tokens = TokenCache(
             redis_client,
             self._fetch_token,
@@ -184,17 +184,9 @@ class WeibanClient:
                 raise classify_transport(exc, what, budget_s=self.timeout_s) from None
 
     def _url(self, path: str, params: dict[str, str] | None) -> httpx.URL:
-        """The request's URL; the create call's (the same for every job until the token
-        changes) is parsed once per token."""
-        if params is None:
-            return httpx.URL(self.base_url + path)
-        if path != CREATE_PATH:
-            return httpx.URL(self.base_url + path, params=params)
-        token = params["access_token"]
-        cached = self._urls.get(path)
-        if cached is None or cached[0] != token:
-            cached = self._urls[path] = (token, httpx.URL(self.base_url + path, params=params))
-        return cached[1]
+        if path == CREATE_PATH and params is not None:
+            return _create_url(self.base_url, params["access_token"])
+        return httpx.URL(self.base_url + path, params=params)
 
     def _post_create(self, token: str, body: str) -> None:
         what = f"POST {CREATE_PATH}"
@@ -282,6 +274,13 @@ def _list_query(
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+@functools.lru_cache(maxsize=1024)
+def _create_url(base_url: str, token: str) -> httpx.URL:
+    """The create call's URL, the same for every job of a corp until its token changes:
+    parsed once per token, not per job."""
+    return httpx.URL(base_url + CREATE_PATH, params={"access_token": token})
 
 
 _HEADERS = {
