@@ -37,7 +37,6 @@ from pydantic import (
     model_validator,
 )
 
-from broadcaster.bootstrap import Bootstrap
 from broadcaster.errors import InvalidJob, InvalidPayload
 from broadcaster.jobs.store import JobStore
 from broadcaster.settings import describe_validation_error, load_settings
@@ -187,6 +186,10 @@ class ScheduleResult:
 
 @cache
 def _store_for(database_url: str | None) -> JobStore:
+    # Imported here: the bootstrap pulls in the migrations, Redis and Dramatiq, which a
+    # producer that passes its own store, or an import's parsing process, never needs.
+    from broadcaster.bootstrap import Bootstrap
+
     settings = load_settings(**({"database_url": database_url} if database_url else {}))
     return Bootstrap(settings).store  # checked: "run broadcaster db upgrade", not "no such table"
 

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -119,25 +120,9 @@ Record = tuple[int, dict[str, Any] | str, bool]
 seen to hold no NUL or unpaired surrogate: `parse_payload`'s `storable_text`)."""
 
 
-def read_records(handle: TextIO, fmt: str) -> Iterator[Record]:
-    """The file's records; one that cannot be parsed comes as its error text. Checking the
-    line's text for what cannot be stored is one scan of a string; walking every string
-    of the parsed body was a fifth of the import's time (bench/import_speed.py)."""
-    if fmt == "csv":
-        yield from _csv_records(handle)
-        return
-    for number, line in _json_lines(handle):
-        yield _json_record(number, line)
-
-
-def _json_lines(handle: TextIO) -> Iterator[tuple[int, str]]:
-    """(line number, line) of each line that is not blank."""
-    for number, line in enumerate(handle, start=1):
-        if line.strip():
-            yield number, line
-
-
 def _json_record(number: int, line: str) -> Record:
+    """Checking the line's text for what cannot be stored is one scan of a string; walking
+    every string of the parsed body was a fifth of the import's time."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -149,7 +134,9 @@ def _json_record(number: int, line: str) -> Record:
     return number, record, storable_json_text(line)
 
 
-def _csv_records(handle: TextIO) -> Iterator[Record]:
+def read_csv_records(handle: TextIO) -> Iterator[Record]:
+    """A CSV file's records (JSON Lines are read in chunks: `parse_chunk`); one that
+    cannot be parsed comes as its error text."""
     if csv.field_size_limit() < CSV_FIELD_LIMIT:
         csv.field_size_limit(CSV_FIELD_LIMIT)
     reader = csv.DictReader(handle)
@@ -211,8 +198,16 @@ Pending = list[tuple[int, list[dict[str, Any]]]]
 Parsed = tuple[int, list[dict[str, Any]] | str]
 """(line number, that line's rows, or why the line is rejected)."""
 
-PARALLEL_CHUNK_LINES = 2000
-"""Lines a parsing process gets at a time."""
+CHUNK_BYTES = 256 << 10
+"""Bytes of whole lines parsed at a time (~1000 lines of a typical row)."""
+
+POOL_CHUNKS_QUEUED = 4
+"""Chunks queued for each parsing process: enough that it never waits while this process
+parses a chunk itself (2 left the parsing process idle ~half the time)."""
+
+PARSED_AHEAD_MAX = 32
+"""Chunks this process parses itself, at most, while the head of the line waits on a
+parsing process (at the start, while that process imports the models)."""
 
 PARALLEL_MIN_LINES = 50_000
 """Below this a parsing process is not worth its start (~1 s to import the models)."""
@@ -241,15 +236,16 @@ def import_file(
 ) -> ImportReport:
     """`parse_processes` > 0: JSON Lines are parsed and validated in that many processes
     of their own while this one writes (`broadcaster import` does; a web request does
-    not start processes). The result is the same either way, line for line."""
+    not start processes), and each batch is written from a thread of its own while the
+    next is gathered. The result is the same either way, line for line."""
     report = ImportReport()
     fmt = detect_format(path, fmt)
     require_utf8(path)
     pending: Pending = []
     rows = 0
     number = 0
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        for number, parsed in _parsed(handle, fmt, tz, parse_processes):
+    with _BatchWriter(store, report, in_thread=parse_processes > 0) as writer:
+        for number, parsed in _parsed(path, fmt, tz, parse_processes):
             report.lines += 1
             if isinstance(parsed, str):
                 report.reject(number, parsed)
@@ -257,13 +253,53 @@ def import_file(
                 pending.append((number, parsed))
                 rows += len(parsed)
             if rows >= batch_size:
-                _flush_or_stop(store, pending, report, number)
-                rows = 0
+                writer.write(pending, number)
+                pending, rows = [], 0
             if on_progress and report.lines % 1000 == 0:
                 on_progress(report.lines)
-    _flush_or_stop(store, pending, report, number)
+        writer.write(pending, number)
     report.rejected.sort(key=lambda rejected: rejected[0])
     return report
+
+
+class _BatchWriter:
+    """Writes the batches in file order, one at a time. `in_thread`: from a thread of its
+    own, so the database's work on one batch overlaps this process's gathering of the
+    next (the driver waits with the GIL released). Alone, each waited on the other: the
+    machine was a third idle during an import (bench/import_speed.py). At most one batch
+    is in flight; its failure is raised at the next `write`, or on leaving."""
+
+    def __init__(self, store: JobStore, report: ImportReport, *, in_thread: bool) -> None:
+        self._store = store
+        self._report = report
+        self._thread = ThreadPoolExecutor(1, "import-writer") if in_thread else None
+        self._in_flight: Future[None] | None = None
+
+    def write(self, pending: Pending, line: int) -> None:
+        if self._thread is None:
+            _flush_or_stop(self._store, pending, self._report, line)
+            return
+        self._wait()
+        self._in_flight = self._thread.submit(
+            _flush_or_stop, self._store, pending, self._report, line
+        )
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()
+
+    def __enter__(self) -> _BatchWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._thread is None:
+            return
+        try:
+            if exc_info[0] is None:
+                self._wait()
+        finally:
+            self._thread.shutdown(wait=True)
 
 
 def parse_record(record: Record, tz: str) -> Parsed:
@@ -279,38 +315,115 @@ def parse_record(record: Record, tz: str) -> Parsed:
         return number, f"cannot be read: {type(exc).__name__}: {exc}"
 
 
-def parse_lines(lines: list[tuple[int, str]], tz: str) -> list[Parsed]:
-    """A chunk of JSON Lines, in a parsing process."""
-    return [parse_record(_json_record(number, line), tz) for number, line in lines]
+@dataclass(frozen=True)
+class LineChunk:
+    """Whole lines of a JSON Lines file, by byte offsets. A parsing process reads them
+    itself: sending the lines through its pipe cost the writing process a tenth of its
+    time, and that process is the one the database waits on."""
+
+    path: str
+    start: int
+    end: int
 
 
-def _parsed(handle: TextIO, fmt: str, tz: str, processes: int) -> Iterator[Parsed]:
-    if processes <= 0 or fmt == "csv":  # a CSV record may span lines: read here
-        for record in read_records(handle, fmt):
-            yield parse_record(record, tz)
+ParsedChunk = tuple[int, list[Parsed]]
+"""(lines in the chunk, blank ones too; each line's result, numbered from 1 in the chunk)."""
+
+
+def line_chunks(path: Path, size: int) -> Iterator[LineChunk]:
+    """The file cut after a newline about every `size` bytes (a line of CR alone is
+    never cut: such a file is one chunk)."""
+    total = path.stat().st_size
+    start = 0
+    with path.open("rb") as handle:
+        while start < total:
+            handle.seek(start + size)
+            handle.readline()
+            end = min(handle.tell(), total)
+            yield LineChunk(str(path), start, end)
+            start = end
+
+
+def parse_chunk(chunk: LineChunk, tz: str) -> ParsedChunk:
+    """A chunk's lines parsed and validated, in this process or a parsing one. Lines are
+    split as the file object would (newline=""), so numbers match a CSV-style reading."""
+    with open(chunk.path, "rb") as handle:
+        handle.seek(chunk.start)
+        data = handle.read(chunk.end - chunk.start)
+    try:
+        text = data.decode("utf-8-sig" if chunk.start == 0 else "utf-8")
+    except UnicodeDecodeError:
+        raise InvalidJob(
+            f"{Path(chunk.path).name} changed while it was being imported (no longer "
+            "UTF-8); import it again once nothing writes to it"
+        ) from None
+    parsed = []
+    count = 0
+    for count, line in enumerate(io.StringIO(text, newline=""), start=1):
+        if line.strip():
+            parsed.append(parse_record(_json_record(count, line), tz))
+    return count, parsed
+
+
+def _parsed(path: Path, fmt: str, tz: str, processes: int) -> Iterator[Parsed]:
+    if fmt == "csv":  # a CSV record may span lines: read here
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            for record in read_csv_records(handle):
+                yield parse_record(record, tz)
         return
-    # Parsing and validating is two thirds of an import's CPU; in other processes it runs
-    # beside this one's COPY. At most 2 chunks a process wait, in file order.
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding a pool
-    with ProcessPoolExecutor(processes, mp_context=context) as pool:
-        waiting: deque[Future[list[Parsed]]] = deque()
-        for chunk in _line_chunks(handle):
-            waiting.append(pool.submit(parse_lines, chunk, tz))
-            if len(waiting) > 2 * processes:
-                yield from waiting.popleft().result()
-        while waiting:
-            yield from waiting.popleft().result()
+    first_line = 0
+    for count, parsed in _parsed_chunks(line_chunks(path, CHUNK_BYTES), tz, processes):
+        for number, result in parsed:
+            yield first_line + number, result
+        first_line += count
 
 
-def _line_chunks(handle: TextIO) -> Iterator[list[tuple[int, str]]]:
-    chunk: list[tuple[int, str]] = []
-    for numbered in _json_lines(handle):
-        chunk.append(numbered)
-        if len(chunk) >= PARALLEL_CHUNK_LINES:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _parsed_chunks(chunks: Iterator[LineChunk], tz: str, processes: int) -> Iterator[ParsedChunk]:
+    """Each chunk's result, in file order. Parsing and validating is two thirds of an
+    import's CPU: in other processes it runs beside this one's COPY, a few chunks queued
+    for each. Whenever the next result is not ready, this process parses the next
+    chunk itself rather than wait (at the start, while the pool imports the models; and
+    whenever the database leaves it idle), so no core sits idle for want of parsing."""
+    if processes <= 0:
+        yield from (parse_chunk(each, tz) for each in chunks)
+        return
+    with ProcessPoolExecutor(processes, mp_context=_parsing_context()) as pool:
+        queued: deque[Future[ParsedChunk] | ParsedChunk] = deque()
+        in_pool = 0
+        chunk: LineChunk | None = next(chunks, None)
+        while chunk is not None or queued:
+            while chunk is not None and in_pool < POOL_CHUNKS_QUEUED * processes:
+                queued.append(pool.submit(parse_chunk, chunk, tz))
+                in_pool += 1
+                chunk = next(chunks, None)
+            head = queued[0]
+            if (
+                chunk is not None
+                and isinstance(head, Future)
+                and not head.done()
+                and len(queued) - in_pool < PARSED_AHEAD_MAX
+            ):
+                queued.append(parse_chunk(chunk, tz))
+                chunk = next(chunks, None)
+                continue
+            queued.popleft()
+            if isinstance(head, Future):
+                in_pool -= 1
+                yield head.result()
+            else:
+                yield head
+
+
+def _parsing_context() -> multiprocessing.context.BaseContext:
+    """Where parsing processes come from: a fork server that imported this module once
+    and nothing else. Not a fork of this process, which holds the database pool; not a
+    spawn, whose every process imports the whole command line again (`__main__`): 0.5-0.8 s
+    of a core each, before it parses a line."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 def count_lines(path: Path) -> int:

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 
 from broadcaster import schedule_broadcast, schedule_many
 from broadcaster.db import is_sqlite
 from broadcaster.errors import InvalidJob
 from broadcaster.jobs.store import JobStore
-from broadcaster.jobs.tables import PRODUCER_COLUMNS
+from broadcaster.jobs.tables import PRODUCER_COLUMNS, jobs
 from broadcaster.produce.importer import import_file
 from broadcaster.timeutil import utcnow
 from tests.helpers import body
@@ -498,16 +498,21 @@ def test_a_database_that_goes_away_stops_the_import_saying_how_far_it_got(
     assert len(rows_of(engine, "gone")) == 4
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["pool-only", "shared-with-writer"])
 def test_parsing_processes_give_the_same_import_line_for_line(
-    tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch, shared: bool
 ) -> None:
-    """`broadcaster import` parses a large file in processes of their own: the report and
-    the rows must be exactly those of parsing in process, across chunk boundaries (small
-    chunks here), with blank, broken, rejected and duplicate lines among them."""
+    """`broadcaster import` parses a large file in processes of their own, by byte ranges
+    each reads itself, and the writing process parses chunks too while the next result is
+    not ready: the report and the rows must be exactly those of parsing in process, across
+    chunk boundaries (small chunks here), with a BOM, CRLF and lone-CR line ends, blank,
+    broken, rejected and duplicate lines among them."""
     from broadcaster.db import make_engine
     from broadcaster.produce import importer
 
-    monkeypatch.setattr(importer, "PARALLEL_CHUNK_LINES", 7)
+    monkeypatch.setattr(importer, "CHUNK_BYTES", 300)
+    if not shared:  # the writer never parses: every chunk goes through the pool
+        monkeypatch.setattr(importer, "PARSED_AHEAD_MAX", 0)
     lines = []
     for number in range(60):
         item = {"payload": body(name=f"n{number}"), "dedupe_key": f"k{number % 50}"}
@@ -519,8 +524,10 @@ def test_parsing_processes_give_the_same_import_line_for_line(
             lines.append(json.dumps({**item, "payload": {"name": "no audience"}}))
         else:
             lines.append(json.dumps({**item, "send_at": "2026-12-12 20:00"}, ensure_ascii=False))
+    ends = ["\r\n" if number % 7 == 1 else "\r" if number == 40 else "\n" for number in range(60)]
     path = tmp_path / "rows.jsonl"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    text_with_ends = "".join(line + end for line, end in zip(lines, ends, strict=True))
+    path.write_bytes(b"\xef\xbb\xbf" + text_with_ends.encode())
 
     def imported(processes: int) -> tuple[Any, list[tuple[Any, ...]]]:
         database = tmp_path / f"jobs-{processes}.db"
@@ -545,3 +552,51 @@ def test_parsing_processes_give_the_same_import_line_for_line(
     assert [number for number, _ in report.rejected] == sorted(
         number for number, line in enumerate(lines, start=1) if line and "staff" not in line
     )
+
+
+AWKWARD_TEXTS = [
+    "tab\there",
+    "line\nbreak",
+    "cr\rlf\r\n",
+    "back\\slash",
+    "\\N",
+    "\\.",
+    "引号\"'",
+    "😀",
+]
+
+
+def test_awkward_text_and_times_go_through_copy_exactly(
+    store: JobStore, engine: Engine, copy_path: bool
+) -> None:
+    """The COPY path writes its own text format (not psycopg's `write_row`): every value
+    the producer columns can hold comes back byte for byte, and the same keys sent again
+    are all found held (the keys go to the database as one JSON text)."""
+    tag = f"awkward-{uuid.uuid4().hex[:8]}"
+    rows = []
+    for number, odd in enumerate(AWKWARD_TEXTS * 3):
+        row = {column: None for column in COLUMNS}
+        row.update(
+            corp_id=f"corp {odd}",
+            payload=json.dumps({**body(), "text": odd}, ensure_ascii=False),
+            send_at=datetime(1, 1, 1) if number % 2 else datetime(9000, 6, 30, 12, 34, 56, 789012),
+            dedupe_key=f"{tag} {number} {odd}",
+            campaign=tag,
+            priority=-(2**31) if number % 3 else 2**31 - 1,
+            expires_at=None if number % 2 else datetime(9000, 6, 30, 12, 34, 56, 789012),
+            max_attempts=number + 1,
+        )
+        rows.append(row)
+
+    first = store.insert_jobs(rows)
+    again = store.insert_jobs(rows)
+
+    assert len(first.inserted_ids) == len(rows) and first.duplicate_keys == []
+    assert again.inserted_ids == [] and again.duplicate_keys == [row["dedupe_key"] for row in rows]
+    with engine.connect() as connection:
+        stored = connection.execute(  # through the table: SQLite's times come back typed
+            select(*(jobs.c[column] for column in COLUMNS))
+            .where(jobs.c.campaign == tag)
+            .order_by(jobs.c.id)
+        ).all()
+    assert [dict(zip(COLUMNS, row, strict=True)) for row in stored] == rows
