@@ -27,6 +27,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -245,18 +246,28 @@ def import_file(
     rows = 0
     number = 0
     with _BatchWriter(store, report, in_thread=parse_processes > 0) as writer:
-        for number, parsed in _parsed(path, fmt, tz, parse_processes):
-            report.lines += 1
-            if isinstance(parsed, str):
-                report.reject(number, parsed)
-            else:
-                pending.append((number, parsed))
-                rows += len(parsed)
-            if rows >= batch_size:
-                writer.write(pending, number)
-                pending, rows = [], 0
-            if on_progress and report.lines % 1000 == 0:
-                on_progress(report.lines)
+        try:
+            for number, parsed in _parsed(path, fmt, tz, parse_processes):
+                report.lines += 1
+                if isinstance(parsed, str):
+                    report.reject(number, parsed)
+                else:
+                    pending.append((number, parsed))
+                    rows += len(parsed)
+                if rows >= batch_size:
+                    writer.write(pending, number)
+                    pending, rows = [], 0
+                if on_progress and report.lines % 1000 == 0:
+                    on_progress(report.lines)
+        except BrokenProcessPool:
+            writer.finish()
+            first = pending[0][0] if pending else number + 1
+            raise BroadcasterError(
+                "a parsing process stopped unexpectedly (killed, or out of memory); "
+                f"{_stopped_at(first, report)}. Import the file again: lines with a "
+                "dedupe_key already in are skipped (lines without one would be inserted "
+                "twice)"
+            ) from None
         writer.write(pending, number)
     report.rejected.sort(key=lambda rejected: rejected[0])
     return report
@@ -279,12 +290,13 @@ class _BatchWriter:
         if self._thread is None:
             _flush_or_stop(self._store, pending, self._report, line)
             return
-        self._wait()
+        self.finish()
         self._in_flight = self._thread.submit(
             _flush_or_stop, self._store, pending, self._report, line
         )
 
-    def _wait(self) -> None:
+    def finish(self) -> None:
+        """Wait for the batch in flight: raises its failure, if any."""
         if self._in_flight is not None:
             in_flight, self._in_flight = self._in_flight, None
             in_flight.result()
@@ -297,7 +309,7 @@ class _BatchWriter:
             return
         try:
             if exc_info[0] is None:
-                self._wait()
+                self.finish()
         finally:
             self._thread.shutdown(wait=True)
 
@@ -440,12 +452,18 @@ def _flush_or_stop(store: JobStore, pending: Pending, report: ImportReport, line
         _flush(store, pending, report)
     except JobStoreError as exc:
         raise JobStoreError(
-            f"{exc}; import stopped: lines before {first} are in ({report.inserted} jobs "
-            f"inserted, {report.duplicates} duplicates, {len(report.rejected)} rejected), "
-            f"lines {first} on are not. Import the file again once the database is back: "
-            "lines with a dedupe_key already in are skipped (lines without one would be "
-            "inserted twice)"
+            f"{exc}; {_stopped_at(first, report)}. Import the file again once the database "
+            "is back: lines with a dedupe_key already in are skipped (lines without one "
+            "would be inserted twice)"
         ) from exc
+
+
+def _stopped_at(first: int, report: ImportReport) -> str:
+    return (
+        f"import stopped: lines before {first} are in ({report.inserted} jobs "
+        f"inserted, {report.duplicates} duplicates, {len(report.rejected)} rejected), "
+        f"lines {first} on are not"
+    )
 
 
 def _flush(store: JobStore, pending: Pending, report: ImportReport) -> None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
+import signal
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -21,7 +24,7 @@ from sqlalchemy import Engine, select, text
 
 from broadcaster import schedule_broadcast, schedule_many
 from broadcaster.db import is_sqlite
-from broadcaster.errors import InvalidJob
+from broadcaster.errors import BroadcasterError, InvalidJob
 from broadcaster.jobs.store import JobStore
 from broadcaster.jobs.tables import PRODUCER_COLUMNS, jobs
 from broadcaster.produce.importer import import_file
@@ -600,3 +603,59 @@ def test_awkward_text_and_times_go_through_copy_exactly(
             .order_by(jobs.c.id)
         ).all()
     assert [dict(zip(COLUMNS, row, strict=True)) for row in stored] == rows
+
+
+def _parsing_processes() -> list[int]:
+    """The processes this test process's fork server has forked: an import's parsers."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == server:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def test_a_parsing_process_killed_mid_import_stops_it_saying_how_far_it_got(
+    store: JobStore, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kill -9` of a parsing process (or the kernel's OOM killer): one line that says
+    which lines are in, and exactly those are."""
+    from broadcaster.produce import importer
+
+    monkeypatch.setattr(importer, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(importer, "PARSED_AHEAD_MAX", 0)  # every chunk through the pool
+    tag = f"killed-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "rows.jsonl"
+    path.write_text(jsonl([good(tag, number) for number in range(5000)]), encoding="utf-8")
+    killed: list[int] = []
+
+    def kill_the_parsers(lines: int) -> None:
+        if not killed:
+            killed.extend(_parsing_processes())
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(BroadcasterError) as stopped:
+        import_file(
+            path,
+            store,
+            tz="UTC",
+            batch_size=500,
+            on_progress=kill_the_parsers,
+            parse_processes=1,
+        )
+
+    assert killed, "no parsing process was found to kill"
+    message = str(stopped.value)
+    assert message.startswith("a parsing process stopped unexpectedly"), message
+    reached = re.search(r"lines before (\d+) are in \((\d+) jobs inserted", message)
+    assert reached, message
+    first, inserted = int(reached[1]), int(reached[2])
+    assert 1000 < first <= 5000
+    assert inserted == first - 1 == len(rows_of(engine, tag))
