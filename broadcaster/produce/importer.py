@@ -211,15 +211,16 @@ PARSED_AHEAD_MAX = 32
 parsing process (at the start, while that process imports the models)."""
 
 PARALLEL_MIN_LINES = 50_000
-"""Below this a parsing process is not worth its start (~1 s to import the models)."""
+"""Below this a parsing process is not worth its start (~0.4 s for the fork server to
+import the models)."""
 
 
 def parse_processes_for(lines: int) -> int:
     """How many parsing processes `broadcaster import` starts for a file of `lines`: none
     for a small file; else about half the cores (the database and this process need the
-    rest), at most 4. `bench.import_speed --rows 300000` on 2 cores: one parser took
-    PostgreSQL from 0.41-0.44 to 0.46 of raw COPY (0.51 in one run); a second one gained
-    nothing there."""
+    rest, and this process parses too when the pool falls behind), at most 4.
+    `bench.import_speed --rows 300000` on 2 cores: a second parsing process gained nothing
+    (49.0-50.0k rows/s against 44.4-51.6k with one, same run)."""
     if lines < PARALLEL_MIN_LINES:
         return 0
     return max(1, min(4, (os.cpu_count() or 2) // 2))
