@@ -30,7 +30,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from broadcaster.errors import BroadcasterError, InvalidJob, JobStoreError
 from broadcaster.jobs.store import JobStore, RowsRefused
@@ -260,14 +260,18 @@ def import_file(
                     pending, rows = [], 0
                 if on_progress and report.lines % 1000 == 0:
                     on_progress(report.lines)
-        except BrokenProcessPool:
+        except (BrokenProcessPool, FileChanged) as exc:
             writer.finish()
             first = pending[0][0] if pending else number + 1
+            why = (
+                "a parsing process stopped unexpectedly (killed, or out of memory)"
+                if isinstance(exc, BrokenProcessPool)
+                else str(exc)
+            )
             raise BroadcasterError(
-                "a parsing process stopped unexpectedly (killed, or out of memory); "
-                f"{_stopped_at(first, report)}. Import the file again: lines with a "
-                "dedupe_key already in are skipped (lines without one would be inserted "
-                "twice)"
+                f"{why}; {_stopped_at(first, report)}. Import the file again (once nothing "
+                "writes to it): lines with a dedupe_key already in are skipped (lines "
+                "without one would be inserted twice)"
             ) from None
         writer.write(pending, number)
     report.rejected.sort(key=lambda rejected: rejected[0])
@@ -332,44 +336,62 @@ def parse_record(record: Record, tz: str) -> Parsed:
 class LineChunk:
     """Whole lines of a JSON Lines file, by byte offsets. A parsing process reads them
     itself: sending the lines through its pipe cost the writing process a tenth of its
-    time, and that process is the one the database waits on."""
+    time, and that process is the one the database waits on. `version` is the file's
+    (device, inode, size, mtime) when it was cut: a chunk of a file replaced, appended
+    to or rewritten since is refused rather than read at offsets that no longer match."""
 
     path: str
     start: int
     end: int
+    version: tuple[int, int, int, int]
 
 
 ParsedChunk = tuple[int, list[Parsed]]
 """(lines in the chunk, blank ones too; each line's result, numbered from 1 in the chunk)."""
 
 
+class FileChanged(InvalidJob):
+    """The file changed (or went) while it was being imported."""
+
+
+def _changed(path: str) -> FileChanged:
+    return FileChanged(
+        f"{Path(path).name} changed while it was being imported (replaced, written to or removed)"
+    )
+
+
+def _version(handle: BinaryIO) -> tuple[int, int, int, int]:
+    stat = os.fstat(handle.fileno())
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def line_chunks(path: Path, size: int) -> Iterator[LineChunk]:
     """The file cut after a newline about every `size` bytes (a line of CR alone is
     never cut: such a file is one chunk)."""
-    total = path.stat().st_size
     start = 0
     with path.open("rb") as handle:
+        version = _version(handle)
+        total = version[2]
         while start < total:
             handle.seek(start + size)
             handle.readline()
             end = min(handle.tell(), total)
-            yield LineChunk(str(path), start, end)
+            yield LineChunk(str(path), start, end, version)
             start = end
 
 
 def parse_chunk(chunk: LineChunk, tz: str) -> ParsedChunk:
     """A chunk's lines parsed and validated, in this process or a parsing one. Lines are
     split as the file object would (newline=""), so numbers match a CSV-style reading."""
-    with open(chunk.path, "rb") as handle:
-        handle.seek(chunk.start)
-        data = handle.read(chunk.end - chunk.start)
     try:
+        with open(chunk.path, "rb") as handle:
+            if _version(handle) != chunk.version:
+                raise _changed(chunk.path)
+            handle.seek(chunk.start)
+            data = handle.read(chunk.end - chunk.start)
         text = data.decode("utf-8-sig" if chunk.start == 0 else "utf-8")
-    except UnicodeDecodeError:
-        raise InvalidJob(
-            f"{Path(chunk.path).name} changed while it was being imported (no longer "
-            "UTF-8); import it again once nothing writes to it"
-        ) from None
+    except (OSError, UnicodeDecodeError):
+        raise _changed(chunk.path) from None
     parsed = []
     count = 0
     for count, line in enumerate(io.StringIO(text, newline=""), start=1):
@@ -428,10 +450,13 @@ def _parsed_chunks(chunks: Iterator[LineChunk], tz: str, processes: int) -> Iter
 
 
 def _parsing_context() -> multiprocessing.context.BaseContext:
-    """Where parsing processes come from: a fork server that imported this module once
-    and nothing else. Not a fork of this process, which holds the database pool; not a
-    spawn, whose every process imports the whole command line again (`__main__`): 0.5-0.8 s
-    of a core each, before it parses a line."""
+    """Where parsing processes come from: a fork server that imported this module (and
+    what it needs) once. Not a fork of this process, which holds the database pool. A
+    spawned process imported all of it again, and the whole command line with it: 0.5 s of
+    a core before its first line; forked from the server, it still runs the command's
+    main module, as multiprocessing does for every start method but fork, which now costs
+    it ~0.16 s (`broadcaster import`: the CLI's own modules). Meanwhile this process
+    parses the first chunks itself (`_parsed_chunks`)."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")

@@ -659,3 +659,52 @@ def test_a_parsing_process_killed_mid_import_stops_it_saying_how_far_it_got(
     first, inserted = int(reached[1]), int(reached[2])
     assert 1000 < first <= 5000
     assert inserted == first - 1 == len(rows_of(engine, tag))
+
+
+@pytest.mark.parametrize("processes", [0, 1], ids=["in-process", "parsing-process"])
+def test_a_file_replaced_mid_import_stops_it_saying_how_far_it_got(
+    store: JobStore,
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    processes: int,
+) -> None:
+    """Chunks are read by byte offsets: a file replaced meanwhile (`mv new.jsonl
+    rows.jsonl`) must not be read at the old file's offsets; the import stops, saying which
+    lines are in, and exactly those are."""
+    from broadcaster.produce import importer
+
+    monkeypatch.setattr(importer, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(importer, "PARSED_AHEAD_MAX", 0)
+    tag = f"replaced-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "rows.jsonl"
+    path.write_text(jsonl([good(tag, number) for number in range(5000)]), encoding="utf-8")
+    replacement = tmp_path / "new.jsonl"
+    # ASCII (\u escapes), so its bytes at the old offsets still decode: only the check of
+    # the file's identity can tell
+    replacement.write_text(
+        "".join(json.dumps(good(f"{tag}-new", n)) + "\n" for n in range(5000)), encoding="utf-8"
+    )
+
+    def replace_the_file(lines: int) -> None:
+        if replacement.exists():
+            os.replace(replacement, path)
+
+    with pytest.raises(BroadcasterError) as stopped:
+        import_file(
+            path,
+            store,
+            tz="UTC",
+            batch_size=500,
+            on_progress=replace_the_file,
+            parse_processes=processes,
+        )
+
+    message = str(stopped.value)
+    assert message.startswith("rows.jsonl changed while it was being imported"), message
+    reached = re.search(r"lines before (\d+) are in \((\d+) jobs inserted", message)
+    assert reached, message
+    first, inserted = int(reached[1]), int(reached[2])
+    assert 1000 < first <= 5000
+    assert inserted == first - 1 == len(rows_of(engine, tag))
+    assert rows_of(engine, f"{tag}-new") == []

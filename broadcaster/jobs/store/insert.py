@@ -72,7 +72,7 @@ def _copy_field(value: Any) -> str:
     raise TypeError(type(value).__name__)
 
 
-def _copy_text(ids: Sequence[int], rows: Sequence[dict[str, Any]]) -> bytes | None:
+def _copy_text(ids: Sequence[int], rows: Sequence[dict[str, Any]]) -> str | None:
     """The rows, each with its id, as COPY text: psycopg's `write_row` picks a dumper
     for each value in Python, a third of the writing process's time in an import
     (bench/import_speed.py). None when a value is of another type than the producer
@@ -85,7 +85,7 @@ def _copy_text(ids: Sequence[int], rows: Sequence[dict[str, Any]]) -> bytes | No
     except TypeError:
         return None
     lines.append("")
-    return "\n".join(lines).encode()
+    return "\n".join(lines)  # psycopg encodes it in the connection's encoding
 
 
 def _upsert(names: tuple[str, ...]) -> str:
