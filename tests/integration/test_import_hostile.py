@@ -12,7 +12,7 @@ import os
 import re
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -621,25 +621,28 @@ def _parsing_processes() -> list[int]:
     return children
 
 
-def test_a_parsing_process_killed_mid_import_stops_it_saying_how_far_it_got(
-    store: JobStore, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`kill -9` of a parsing process (or the kernel's OOM killer): one line that says
-    which lines are in, and exactly those are."""
+def _stopped_import(
+    store: JobStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tag: str,
+    upset: Callable[[Path], None],
+    processes: int,
+) -> str:
+    """Import 5000 lines in small chunks, calling `upset(path)` once the first 1000 lines
+    are read; the import must stop: its one-line message."""
     from broadcaster.produce import importer
 
     monkeypatch.setattr(importer, "CHUNK_BYTES", 4096)
     monkeypatch.setattr(importer, "PARSED_AHEAD_MAX", 0)  # every chunk through the pool
-    tag = f"killed-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "rows.jsonl"
     path.write_text(jsonl([good(tag, number) for number in range(5000)]), encoding="utf-8")
-    killed: list[int] = []
+    upset_already: list[int] = []
 
-    def kill_the_parsers(lines: int) -> None:
-        if not killed:
-            killed.extend(_parsing_processes())
-            for pid in killed:
-                os.kill(pid, signal.SIGKILL)
+    def on_progress(lines: int) -> None:
+        if not upset_already:
+            upset_already.append(lines)
+            upset(path)
 
     with pytest.raises(BroadcasterError) as stopped:
         import_file(
@@ -647,18 +650,38 @@ def test_a_parsing_process_killed_mid_import_stops_it_saying_how_far_it_got(
             store,
             tz="UTC",
             batch_size=500,
-            on_progress=kill_the_parsers,
-            parse_processes=1,
+            on_progress=on_progress,
+            parse_processes=processes,
         )
+    return str(stopped.value)
 
-    assert killed, "no parsing process was found to kill"
-    message = str(stopped.value)
-    assert message.startswith("a parsing process stopped unexpectedly"), message
+
+def assert_exactly_the_lines_said_are_in(message: str, engine: Engine, tag: str) -> None:
     reached = re.search(r"lines before (\d+) are in \((\d+) jobs inserted", message)
     assert reached, message
     first, inserted = int(reached[1]), int(reached[2])
     assert 1000 < first <= 5000
     assert inserted == first - 1 == len(rows_of(engine, tag))
+
+
+def test_a_parsing_process_killed_mid_import_stops_it_saying_how_far_it_got(
+    store: JobStore, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kill -9` of a parsing process (or the kernel's OOM killer): one line that says
+    which lines are in, and exactly those are."""
+    tag = f"killed-{uuid.uuid4().hex[:8]}"
+    killed: list[int] = []
+
+    def kill_the_parsers(_path: Path) -> None:
+        killed.extend(_parsing_processes())
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+
+    message = _stopped_import(store, tmp_path, monkeypatch, tag, kill_the_parsers, 1)
+
+    assert killed, "no parsing process was found to kill"
+    assert message.startswith("a parsing process stopped unexpectedly"), message
+    assert_exactly_the_lines_said_are_in(message, engine, tag)
 
 
 @pytest.mark.parametrize("processes", [0, 1], ids=["in-process", "parsing-process"])
@@ -672,13 +695,7 @@ def test_a_file_replaced_mid_import_stops_it_saying_how_far_it_got(
     """Chunks are read by byte offsets: a file replaced meanwhile (`mv new.jsonl
     rows.jsonl`) must not be read at the old file's offsets; the import stops, saying which
     lines are in, and exactly those are."""
-    from broadcaster.produce import importer
-
-    monkeypatch.setattr(importer, "CHUNK_BYTES", 4096)
-    monkeypatch.setattr(importer, "PARSED_AHEAD_MAX", 0)
     tag = f"replaced-{uuid.uuid4().hex[:8]}"
-    path = tmp_path / "rows.jsonl"
-    path.write_text(jsonl([good(tag, number) for number in range(5000)]), encoding="utf-8")
     replacement = tmp_path / "new.jsonl"
     # ASCII (\u escapes), so its bytes at the old offsets still decode: only the check of
     # the file's identity can tell
@@ -686,25 +703,10 @@ def test_a_file_replaced_mid_import_stops_it_saying_how_far_it_got(
         "".join(json.dumps(good(f"{tag}-new", n)) + "\n" for n in range(5000)), encoding="utf-8"
     )
 
-    def replace_the_file(lines: int) -> None:
-        if replacement.exists():
-            os.replace(replacement, path)
+    message = _stopped_import(
+        store, tmp_path, monkeypatch, tag, lambda path: os.replace(replacement, path), processes
+    )
 
-    with pytest.raises(BroadcasterError) as stopped:
-        import_file(
-            path,
-            store,
-            tz="UTC",
-            batch_size=500,
-            on_progress=replace_the_file,
-            parse_processes=processes,
-        )
-
-    message = str(stopped.value)
     assert message.startswith("rows.jsonl changed while it was being imported"), message
-    reached = re.search(r"lines before (\d+) are in \((\d+) jobs inserted", message)
-    assert reached, message
-    first, inserted = int(reached[1]), int(reached[2])
-    assert 1000 < first <= 5000
-    assert inserted == first - 1 == len(rows_of(engine, tag))
+    assert_exactly_the_lines_said_are_in(message, engine, tag)
     assert rows_of(engine, f"{tag}-new") == []
