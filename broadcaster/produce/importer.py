@@ -24,6 +24,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -366,18 +367,37 @@ def _version(handle: BinaryIO) -> tuple[int, int, int, int]:
 
 
 def line_chunks(path: Path, size: int) -> Iterator[LineChunk]:
-    """The file cut after a newline about every `size` bytes (a line of CR alone is
-    never cut: such a file is one chunk)."""
+    """The file cut into runs of whole lines of about `size` bytes."""
     start = 0
     with path.open("rb") as handle:
         version = _version(handle)
         total = version[2]
         while start < total:
-            handle.seek(start + size)
-            handle.readline()
-            end = min(handle.tell(), total)
+            end = _chunk_end(handle, start, size, total)
             yield LineChunk(str(path), start, end, version)
             start = end
+
+
+_LONE_CR = re.compile(rb"\r(?!\n)")
+
+
+def _chunk_end(handle: BinaryIO, start: int, size: int, total: int) -> int:
+    """Where the chunk from `start` ends: after the last line end within `size` bytes (an
+    LF; in a file of CR line ends, a CR not followed by LF: a CRLF is never cut), else
+    after the first LF past it (one line longer than `size`), else the file's end."""
+    if start + size >= total:
+        return total
+    handle.seek(start)
+    window = handle.read(size + 1)  # one byte more: is a CR at the edge followed by LF?
+    if (cut := window.rfind(b"\n", 0, size)) >= 0:
+        return start + cut + 1
+    # a CR at `size` itself is not known to end a line: its LF may come next
+    lone_crs = [found.start() for found in _LONE_CR.finditer(window, 0, size + 1)]
+    if within := [at for at in lone_crs if at < size]:
+        return start + within[-1] + 1
+    handle.seek(start + size)
+    handle.readline()
+    return min(handle.tell(), total)
 
 
 def parse_chunk(chunk: LineChunk, tz: str) -> ParsedChunk:
