@@ -261,14 +261,10 @@ def import_file(
                     pending, rows = [], 0
                 if on_progress and report.lines % 1000 == 0:
                     on_progress(report.lines)
-        except (BrokenProcessPool, FileChanged) as exc:
+        except (BrokenProcessPool, FileChanged, KeyboardInterrupt) as exc:
             writer.finish()
             first = pending[0][0] if pending else number + 1
-            why = (
-                "a parsing process stopped unexpectedly (killed, or out of memory)"
-                if isinstance(exc, BrokenProcessPool)
-                else str(exc)
-            )
+            why = _why_stopped(exc)
             raise BroadcasterError(
                 f"{why}; {_stopped_at(first, report)}. Import the file again (once nothing "
                 "writes to it): lines with a dedupe_key already in are skipped (lines "
@@ -277,6 +273,14 @@ def import_file(
         writer.write(pending, number)
     report.rejected.sort(key=lambda rejected: rejected[0])
     return report
+
+
+def _why_stopped(exc: BaseException) -> str:
+    if isinstance(exc, BrokenProcessPool):
+        return "a parsing process stopped unexpectedly (killed, or out of memory)"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    return str(exc)
 
 
 class _BatchWriter:

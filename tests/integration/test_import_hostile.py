@@ -710,3 +710,24 @@ def test_a_file_replaced_mid_import_stops_it_saying_how_far_it_got(
     assert message.startswith("rows.jsonl changed while it was being imported"), message
     assert_exactly_the_lines_said_are_in(message, engine, tag)
     assert rows_of(engine, f"{tag}-new") == []
+
+
+@pytest.mark.parametrize("processes", [0, 1], ids=["in-process", "parsing-process"])
+def test_an_import_interrupted_with_ctrl_c_says_how_far_it_got(
+    store: JobStore,
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    processes: int,
+) -> None:
+    """Ctrl-C mid-import: the batch being written is finished (or not at all), and the one
+    line says which lines are in, not just "aborted"."""
+    tag = f"interrupted-{uuid.uuid4().hex[:8]}"
+
+    def ctrl_c(_path: Path) -> None:
+        raise KeyboardInterrupt
+
+    message = _stopped_import(store, tmp_path, monkeypatch, tag, ctrl_c, processes)
+
+    assert message.startswith("interrupted (Ctrl-C); import stopped"), message
+    assert_exactly_the_lines_said_are_in(message, engine, tag)
