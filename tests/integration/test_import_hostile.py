@@ -684,50 +684,43 @@ def test_a_parsing_process_killed_mid_import_stops_it_saying_how_far_it_got(
     assert_exactly_the_lines_said_are_in(message, engine, tag)
 
 
+SAID_FIRST = {
+    "replaced": "rows.jsonl changed while it was being imported",
+    "ctrl-c": "interrupted (Ctrl-C); import stopped",
+}
+
+
 @pytest.mark.parametrize("processes", [0, 1], ids=["in-process", "parsing-process"])
-def test_a_file_replaced_mid_import_stops_it_saying_how_far_it_got(
+@pytest.mark.parametrize("event", sorted(SAID_FIRST))
+def test_an_import_replaced_or_interrupted_mid_way_says_how_far_it_got(
     store: JobStore,
     engine: Engine,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    event: str,
     processes: int,
 ) -> None:
-    """Chunks are read by byte offsets: a file replaced meanwhile (`mv new.jsonl
-    rows.jsonl`) must not be read at the old file's offsets; the import stops, saying which
-    lines are in, and exactly those are."""
-    tag = f"replaced-{uuid.uuid4().hex[:8]}"
-    replacement = tmp_path / "new.jsonl"
-    # ASCII (\u escapes), so its bytes at the old offsets still decode: only the check of
-    # the file's identity can tell
-    replacement.write_text(
-        "".join(json.dumps(good(f"{tag}-new", n)) + "\n" for n in range(5000)), encoding="utf-8"
-    )
+    """The file replaced meanwhile (`mv new.jsonl rows.jsonl`: chunks are read by byte
+    offsets, which must not be read in another file), or Ctrl-C: the batch being written
+    is finished (or not at all), and one line says which lines are in, exactly those."""
+    tag = f"{event}-{uuid.uuid4().hex[:8]}"
+    other = f"other-{tag}"
 
-    message = _stopped_import(
-        store, tmp_path, monkeypatch, tag, lambda path: os.replace(replacement, path), processes
-    )
-
-    assert message.startswith("rows.jsonl changed while it was being imported"), message
-    assert_exactly_the_lines_said_are_in(message, engine, tag)
-    assert rows_of(engine, f"{tag}-new") == []
-
-
-@pytest.mark.parametrize("processes", [0, 1], ids=["in-process", "parsing-process"])
-def test_an_import_interrupted_with_ctrl_c_says_how_far_it_got(
-    store: JobStore,
-    engine: Engine,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    processes: int,
-) -> None:
-    """Ctrl-C mid-import: the batch being written is finished (or not at all), and the one
-    line says which lines are in, not just "aborted"."""
-    tag = f"interrupted-{uuid.uuid4().hex[:8]}"
+    def replace_the_file(path: Path) -> None:
+        # ASCII (\u escapes), so its bytes at the old offsets still decode: only the
+        # check of the file's identity can tell
+        replacement = tmp_path / "new.jsonl"
+        replacement.write_text(
+            "".join(json.dumps(good(other, n)) + "\n" for n in range(5000)), encoding="utf-8"
+        )
+        os.replace(replacement, path)
 
     def ctrl_c(_path: Path) -> None:
         raise KeyboardInterrupt
 
-    message = _stopped_import(store, tmp_path, monkeypatch, tag, ctrl_c, processes)
+    upset = replace_the_file if event == "replaced" else ctrl_c
+    message = _stopped_import(store, tmp_path, monkeypatch, tag, upset, processes)
 
-    assert message.startswith("interrupted (Ctrl-C); import stopped"), message
+    assert message.startswith(SAID_FIRST[event]), message
     assert_exactly_the_lines_said_are_in(message, engine, tag)
+    assert rows_of(engine, other) == []
