@@ -265,11 +265,8 @@ def import_file(
             writer.finish()
             first = pending[0][0] if pending else number + 1
             why = _why_stopped(exc)
-            raise BroadcasterError(
-                f"{why}; {_stopped_at(first, report)}. Import the file again (once nothing "
-                "writes to it): lines with a dedupe_key already in are skipped (lines "
-                "without one would be inserted twice)"
-            ) from None
+            again = "(once nothing writes to it)"
+            raise BroadcasterError(f"{why}; {_stopped_at(first, report, again)}") from None
         writer.write(pending, number)
     report.rejected.sort(key=lambda rejected: rejected[0])
     return report
@@ -396,9 +393,11 @@ def _chunk_end(handle: BinaryIO, start: int, size: int, total: int) -> int:
     if (cut := window.rfind(b"\n", 0, size)) >= 0:
         return start + cut + 1
     # a CR at `size` itself is not known to end a line: its LF may come next
-    lone_crs = [found.start() for found in _LONE_CR.finditer(window, 0, size + 1)]
-    if within := [at for at in lone_crs if at < size]:
-        return start + within[-1] + 1
+    lone_crs = [
+        at for found in _LONE_CR.finditer(window, 0, size + 1) if (at := found.start()) < size
+    ]
+    if lone_crs:
+        return start + lone_crs[-1] + 1
     handle.seek(start + size)
     handle.readline()
     return min(handle.tell(), total)
@@ -501,18 +500,17 @@ def _flush_or_stop(store: JobStore, pending: Pending, report: ImportReport, line
     try:
         _flush(store, pending, report)
     except JobStoreError as exc:
-        raise JobStoreError(
-            f"{exc}; {_stopped_at(first, report)}. Import the file again once the database "
-            "is back: lines with a dedupe_key already in are skipped (lines without one "
-            "would be inserted twice)"
-        ) from exc
+        again = "once the database is back"
+        raise JobStoreError(f"{exc}; {_stopped_at(first, report, again)}") from exc
 
 
-def _stopped_at(first: int, report: ImportReport) -> str:
+def _stopped_at(first: int, report: ImportReport, again: str) -> str:
+    """How far a stopped import got, and how to finish it: `again` says when."""
     return (
         f"import stopped: lines before {first} are in ({report.inserted} jobs "
         f"inserted, {report.duplicates} duplicates, {len(report.rejected)} rejected), "
-        f"lines {first} on are not"
+        f"lines {first} on are not. Import the file again {again}: lines with a "
+        "dedupe_key already in are skipped (lines without one would be inserted twice)"
     )
 
 
